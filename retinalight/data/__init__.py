@@ -1,0 +1,1 @@
+"""Data layer: readers, FOV masks, padding, augmentation and LightningDataModules."""

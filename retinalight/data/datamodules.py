@@ -1,0 +1,202 @@
+"""LightningDataModules: one per dataset, sharing `RetinaDataModule`.
+
+Training draws `samples_per_epoch` augmented samples (the paper's offline 20 -> ~256 images). Sample k of
+the run is fully determined by (seed, k): which image, which augmentation, which crop. So a resumed run,
+a run with workers and a DDP run all see the same data as a plain single-process run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from retinalight.data.datasets import RetinaDataset, Sample, get_dataset
+from retinalight.data.geometry import Region, pad, padded_size
+from retinalight.data.transforms import build_augmentation
+from retinalight.errors import ConfigError
+
+VAL_MODES = ("holdout", "augmented")
+
+
+def to_tensors(image: np.ndarray, vessel: np.ndarray, fov: np.ndarray) -> dict[str, torch.Tensor]:
+    """HxWx3 uint8 + HxW masks -> float tensors: image 3xHxW in [0, 1], vessel and fov 1xHxW in {0, 1}."""
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255),
+        "vessel": torch.from_numpy(np.ascontiguousarray(vessel)).float()[None],
+        "fov": torch.from_numpy(np.ascontiguousarray(fov)).float()[None],
+    }
+
+
+class AugmentedSamples(Dataset):
+    """Augmented (optionally cropped) training samples addressed by a global sample key."""
+
+    def __init__(self, samples: list[Sample], augment: dict, size: tuple[int, int], crop: int | None, seed: int):
+        self.samples, self.seed = samples, seed
+        self.transform = build_augmentation(augment, size, crop)
+
+    def __len__(self) -> int:  # keys are unbounded; EpochSampler decides which are drawn
+        return len(self.samples)
+
+    def __getitem__(self, key: int) -> dict[str, Any]:
+        rng = np.random.default_rng([self.seed, int(key)])
+        sample = self.samples[int(rng.integers(len(self.samples)))]
+        self.transform.set_random_seed(int(rng.integers(2**31)))
+        out = self.transform(image=sample.image, masks=[sample.vessel.astype(np.uint8), sample.fov.astype(np.uint8)])
+        item = to_tensors(out["image"], out["masks"][0], out["masks"][1])
+        height, width = item["image"].shape[1:]
+        return {**item, "id": sample.id, "region": (0, 0, height, width)}
+
+
+class PaddedImages(Dataset):
+    """Whole images zero-padded to the network size, with the Region to crop predictions back."""
+
+    def __init__(self, samples: list[Sample], size: tuple[int, int]):
+        self.samples, self.size = samples, size
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        image, region = pad(sample.image, self.size)
+        item = to_tensors(image, pad(sample.vessel, self.size)[0], pad(sample.fov, self.size)[0])
+        return {**item, "id": sample.id, "region": (region.top, region.left, region.height, region.width)}
+
+
+class EpochSampler(Sampler[int]):
+    """Yields the sample keys of one epoch (epoch * length + i), this rank's share under DDP."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
+        self.length, self.rank, self.world_size, self.epoch = length, rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        start = self.epoch * self.length
+        return iter(range(start + self.rank, start + self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+def split_holdout(ids: list[str], count: int, seed: int) -> tuple[list[str], list[str]]:
+    """(train, val): `count` original training images held out for validation, chosen by `seed`."""
+    if not 0 <= count < len(ids):
+        raise ConfigError(f"data.val_count={count} must be between 0 and {len(ids) - 1}")
+    chosen = set(np.random.default_rng(seed).permutation(len(ids))[:count].tolist())
+    return [i for k, i in enumerate(ids) if k not in chosen], [i for k, i in enumerate(ids) if k in chosen]
+
+
+def region_of(batch_region, index: int = 0) -> Region:
+    """The Region of item `index` in a collated batch."""
+    return Region(*(int(v[index]) for v in batch_region))
+
+
+class RetinaDataModule(L.LightningDataModule):
+    """Shared data logic; subclasses name the dataset.
+
+    Args:
+        data_root: folder holding DRIVE/ and CHASE_DB1/ (see `retinalight.cli.resolve_data_root`).
+        batch_size: training batch size.
+        samples_per_epoch: augmented samples drawn per epoch (SA-UNet: ~256 offline images).
+        crop_size: train on random crop_size x crop_size crops (None: whole padded images).
+        val_count / val_seed: original training images held out for validation.
+        val_mode: "holdout" (sound) or "augmented" (the paper's way: augmented copies of training images,
+            which leaks training images into validation).
+        augment: {name: kwargs} for `build_augmentation`.
+        pad_multiple: network input sides are multiples of this (zero padding, square).
+        dataset_kwargs: passed to the reader (synthetic: count, size, seed).
+    """
+
+    dataset_name = ""
+
+    def __init__(
+        self,
+        data_root: str | Path = "data",
+        batch_size: int = 8,
+        samples_per_epoch: int = 256,
+        crop_size: int | None = None,
+        val_count: int = 4,
+        val_seed: int = 0,
+        val_mode: str = "holdout",
+        augment: dict | None = None,
+        pad_multiple: int = 16,
+        num_workers: int = 0,
+        seed: int = 0,
+        dataset_kwargs: dict | None = None,
+    ):
+        super().__init__()
+        if val_mode not in VAL_MODES:
+            raise ConfigError(f"data.val_mode={val_mode!r}: choose from {', '.join(VAL_MODES)}")
+        self.reader: RetinaDataset = get_dataset(self.dataset_name, data_root, **(dataset_kwargs or {}))
+        self.batch_size, self.samples_per_epoch, self.crop_size = batch_size, samples_per_epoch, crop_size
+        self.val_count, self.val_seed, self.val_mode = val_count, val_seed, val_mode
+        self.augment = augment if augment is not None else {k: {"p": 0.5} for k in ("rotate", "hflip", "vflip")}
+        self.pad_multiple, self.num_workers, self.seed = pad_multiple, num_workers, seed
+        self.train_samples: list[Sample] = []
+        self.val_samples: list[Sample] = []
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Padded network input (height, width)."""
+        height, width = self.reader.load(self.reader.ids("training")[0]).image.shape[:2]
+        return padded_size(height, width, self.pad_multiple)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.reader.require()
+        ids = self.reader.ids("training")
+        if self.val_mode == "holdout":
+            train_ids, val_ids = split_holdout(ids, self.val_count, self.val_seed)
+        else:
+            train_ids, val_ids = ids, []
+        self.train_samples = [self.reader.load(i) for i in train_ids]
+        self.val_samples = [self.reader.load(i) for i in val_ids]
+
+    def test_samples(self) -> list[Sample]:
+        return self.reader.load_split("test")
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        dataset = AugmentedSamples(self.train_samples, self.augment, self.size, self.crop_size, self.seed)
+        sampler = EpochSampler(self.samples_per_epoch, rank, world)
+        return self._loader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_mode == "augmented":  # fixed keys far from the training keys: the same images every epoch
+            dataset = AugmentedSamples(self.train_samples, self.augment, self.size, None, self.seed + 10_000)
+            keys = list(range(max(1, self.val_count)))
+            return self._loader(torch.utils.data.Subset(dataset, keys), batch_size=1)
+        return self._loader(PaddedImages(self.val_samples, self.size), batch_size=1)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(PaddedImages(self.test_samples(), self.size), batch_size=1)
+
+
+class DriveDataModule(RetinaDataModule):
+    """DRIVE: 20 training images (4 held out for validation by default), 20 test images, 592x592 input."""
+
+    dataset_name = "drive"
+
+
+class ChaseDB1DataModule(RetinaDataModule):
+    """CHASE_DB1: 20 training images (01L-10R), 8 test images (11L-14R), 1008x1008 input."""
+
+    dataset_name = "chase_db1"
+
+
+class SyntheticDataModule(RetinaDataModule):
+    """Generated vessel trees (`dataset_kwargs`: count, size, seed): runs with nothing downloaded."""
+
+    dataset_name = "synthetic"
+
+
+DATAMODULES = {cls.dataset_name: cls for cls in (DriveDataModule, ChaseDB1DataModule, SyntheticDataModule)}

@@ -1,0 +1,53 @@
+"""Image decoding with typed errors and a per-process cache, so no file is decoded twice."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from retinalight.errors import DataFileError
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An RGB image as HxWx3 uint8 (cached; treat as read-only)."""
+    return _decode(str(path), "RGB")
+
+
+def read_binary(path: str | Path) -> np.ndarray:
+    """A binary map (annotation or FOV mask) as HxW bool; any value other than 0/255 is an error."""
+    grey = _decode(str(path), "L")
+    values = np.unique(grey)
+    if not np.isin(values, (0, 255)).all():
+        raise DataFileError(f"{path}: not binary (values {values[:6].tolist()}...), expected 0 and 255")
+    return grey > 127
+
+
+def read_grey(path: str | Path) -> np.ndarray:
+    """Any image Pillow reads (grey, palette, RGB, 1-bit) as HxW uint8, uncached."""
+    return _open(str(path), "L")
+
+
+@functools.lru_cache(maxsize=512)
+def _decode(path: str, mode: str) -> np.ndarray:
+    array = _open(path, mode)
+    array.setflags(write=False)
+    return array
+
+
+def _open(path: str, mode: str) -> np.ndarray:
+    if not Path(path).is_file():
+        raise DataFileError(f"{path}: missing")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.asarray(img.convert(mode))
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataFileError(f"{path}: corrupt or unreadable ({err})") from None
+
+
+def write_grey(path: str | Path, array: np.ndarray) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array.astype(np.uint8), mode="L").save(path)

@@ -1,0 +1,35 @@
+"""Typed errors. Every command turns a `RetinalightError` into one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class RetinalightError(Exception):
+    """Base class: an input problem a user can fix (bad file, bad config, unknown name)."""
+
+
+class DatasetNotFoundError(RetinalightError):
+    """A dataset folder is missing under the data root."""
+
+
+class DataFileError(RetinalightError):
+    """One data file is missing, corrupt, of the wrong size or not binary where it must be."""
+
+
+class ConfigError(RetinalightError):
+    """An experiment file or override is invalid (unknown key, wrong type, bad value)."""
+
+
+class UnknownNameError(RetinalightError, KeyError):
+    """A name (model, experiment, dataset, arm) is not registered."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+def close_matches(name: str, choices: Iterable[str]) -> str:
+    """A ' (did you mean ...?)' suffix listing the nearest valid names, or '' when none is close."""
+    near = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(near)}?)" if near else ""

@@ -1,0 +1,61 @@
+"""Score vessel predictions on a dataset split: saved prediction images of any method, or a checkpoint.
+
+  python -m retinalight.evaluate --pred-dir runs/ablation_drive/sa_unet/seed0/predictions --dataset drive
+  python -m retinalight.evaluate --ckpt runs/ablation_drive/sa_unet/seed0/checkpoints/last.ckpt --format json
+
+--pred-dir holds one image per test image named <id>.<ext> (DRIVE 01..20, CHASE_DB1 Image_11L..Image_14R),
+any mode Pillow reads, read as 8-bit grey: value / 255 is the vessel probability (binary maps are fine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from retinalight.cli import add_data_root, resolve_data_root, run_main
+from retinalight.data.datasets import SPLITS, get_dataset
+from retinalight.metrics.segmentation import METRICS, PROTOCOLS, Prediction, evaluate_predictions
+
+
+def evaluate_checkpoint(ckpt: str, reader, split: str, protocol: str) -> dict:
+    """Run a checkpoint on a split and score it."""
+    from retinalight.inference import load_checkpoint, predict_probability
+
+    model, _ = load_checkpoint(ckpt)
+    predictions = [Prediction(s.id, predict_probability(model, s.image, s.fov), s.vessel, s.fov) for s in reader.load_split(split)]
+    return {"dataset": reader.name, "split": split, **evaluate_predictions(predictions, protocol)}
+
+
+def format_table(result: dict) -> str:
+    head = f"{'image':<12}" + "".join(f"{k.upper():>8}" for k in METRICS)
+    rows = [f"{r['id']:<12}" + "".join(f"{r[k]:>8.4f}" for k in METRICS) for r in result["per_image"]]
+    stats = [f"{name:<12}" + "".join(f"{result[key][k]:>8.4f}" for k in METRICS) for name, key in (("mean", "mean"), ("std", "std"), ("pooled", "pooled"))]
+    title = f"{result['dataset']} {result['split']}, protocol {result['protocol']} ({PROTOCOLS[result['protocol']]})"
+    return "\n".join([title, head, *rows, "-" * len(head), *stats])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retinalight.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pred-dir", metavar="DIR", help="folder of predictions, one <id>.png (or .gif/.tif) per image")
+    source.add_argument("--ckpt", metavar="PATH", help="a retinalight checkpoint to run on the split")
+    parser.add_argument("--dataset", default="drive", choices=["drive", "chase_db1"], help="default: drive")
+    parser.add_argument("--split", default="test", choices=SPLITS, help="default: test")
+    parser.add_argument("--protocol", default="fov", choices=list(PROTOCOLS), help="fov: pixels inside the FOV (default); image: every pixel")
+    parser.add_argument("--format", default="table", choices=["table", "json"], help="default: table")
+    add_data_root(parser)
+    args = parser.parse_args(argv)
+    reader = get_dataset(args.dataset, resolve_data_root(args.data_root))
+    reader.require()
+    if args.pred_dir:
+        from retinalight.metrics.folder import evaluate_folder
+
+        result = evaluate_folder(args.pred_dir, reader, args.split, args.protocol)
+    else:
+        result = evaluate_checkpoint(args.ckpt, reader, args.split, args.protocol)
+    print(json.dumps(result, indent=2) if args.format == "json" else format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

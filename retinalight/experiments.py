@@ -1,0 +1,335 @@
+"""Experiment files: YAML -> typed, validated configs; profiles; dotted `--set` overrides.
+
+An experiment names a dataset, shared settings, and arms (a registered model + overrides). Loading
+resolves one `RunConfig` per arm: the experiment's sections with the arm's own sections merged on top.
+Every problem (unknown key, wrong type, unknown model or argument) is one line naming the file and key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from retinalight.errors import ConfigError, RetinalightError, UnknownNameError, close_matches
+
+PACKAGE_EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+DEFAULT_PROFILE = "paper"
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "drive"
+    data_root: str | None = None  # None: --data-root, else $RETINALIGHT_DATA, else ./data
+    batch_size: int = 8
+    samples_per_epoch: int = 256
+    crop_size: int | None = None  # None: whole padded images
+    val_count: int = 4
+    val_seed: int = 0
+    val_mode: str = "holdout"
+    augment: dict = field(default_factory=dict)
+    pad_multiple: int = 16
+    num_workers: int = 0
+    dataset_kwargs: dict = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    pos_weight: float | None = None  # BCE weight of vessel pixels
+    dice_weight: float = 0.0  # add dice_weight * Dice (smp's DiceLoss) to BCE
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    milestones: list = field(default_factory=lambda: [100])  # epochs where lr is multiplied by gamma
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 150
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    compile: bool = False
+    channels_last: bool = False
+    deterministic: bool = False
+    log_every_n_steps: int = 10
+    check_val_every_n_epoch: int = 1
+
+
+@dataclass
+class EvaluationConfig:
+    protocols: list = field(default_factory=lambda: ["fov", "image"])
+    threshold: float = 0.5
+    test_checkpoint: str = "last"  # "last" (as the official SA-UNet code) or "best" (by monitor)
+    monitor: str = "val/auc"
+    val_auc_thresholds: int | None = 1000  # binned AUROC per epoch (constant memory); None = exact
+
+
+@dataclass
+class LoggerConfig:
+    project: str = "retinalight"
+    entity: str | None = None
+    tags: list = field(default_factory=list)
+
+
+@dataclass
+class ModelConfig:
+    name: str
+    kwargs: dict = field(default_factory=dict)
+
+    def build(self):
+        from retinalight.models import create_model
+
+        return create_model(self.name, **self.kwargs)
+
+
+SECTIONS = {
+    "data": DataConfig,
+    "loss": LossConfig,
+    "optimizer": OptimizerConfig,
+    "trainer": TrainerConfig,
+    "evaluation": EvaluationConfig,
+    "logger": LoggerConfig,
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs: written to its run folder as config.yaml."""
+
+    experiment: str
+    arm: str
+    seed: int
+    model: ModelConfig
+    data: DataConfig
+    loss: LossConfig
+    optimizer: OptimizerConfig
+    trainer: TrainerConfig
+    evaluation: EvaluationConfig
+    logger: LoggerConfig
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> RunConfig:
+        sections = {k: _build(c, raw.get(k, {}), k, "config") for k, c in SECTIONS.items()}
+        model = ModelConfig(raw["model"]["name"], dict(raw["model"].get("kwargs", {})))
+        return cls(raw["experiment"], raw["arm"], int(raw["seed"]), model, **sections)
+
+
+@dataclass
+class Experiment:
+    name: str
+    path: Path
+    description: str
+    profile: str
+    seeds: list[int]
+    arms: dict[str, dict]  # arm -> {"model": ModelConfig, "paper": {...}, sections...}
+    sections: dict[str, Any]
+    paper: dict = field(default_factory=dict)  # {"source", "protocol", "reference_arm"}
+    run_arms: list[str] = field(default_factory=list)  # arms run when --arm is not given
+
+    def run_config(self, arm: str, seed: int) -> RunConfig:
+        if arm not in self.arms:
+            raise UnknownNameError(f"{self.name}: unknown arm {arm!r}{close_matches(arm, self.arms)}; arms: {', '.join(self.arms)}")
+        spec = self.arms[arm]
+        return RunConfig(self.name, arm, seed, spec["model"], **{k: spec["sections"][k] for k in SECTIONS})
+
+    def paper_numbers(self, arm: str) -> dict[str, float]:
+        return self.arms[arm].get("paper") or {}
+
+
+EXPERIMENT_KEYS = {"name", "description", "seeds", "arms", "run_arms", "profiles", "paper", *SECTIONS}
+ARM_KEYS = {"model", "paper", *SECTIONS}
+
+
+def experiment_dirs() -> list[Path]:
+    return [Path.cwd() / "experiments", PACKAGE_EXPERIMENTS]
+
+
+def list_experiments() -> list[str]:
+    names = {p.stem for d in experiment_dirs() if d.is_dir() for p in d.glob("*.yaml")}
+    return sorted(names)
+
+
+def find_experiment(name: str) -> Path:
+    """A path to a YAML file, or a name looked up in ./experiments and the package's experiments/."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"{path}: experiment file not found")
+        return path
+    for folder in experiment_dirs():
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
+    known = list_experiments()
+    raise UnknownNameError(f"unknown experiment {name!r}{close_matches(name, known)}; available: {', '.join(known)}")
+
+
+def load_experiment(name: str, profile: str = DEFAULT_PROFILE, overrides: list[str] | None = None) -> Experiment:
+    """Load, apply the profile then the overrides, and validate everything (models included)."""
+    path = find_experiment(name)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: an experiment file is a mapping of keys")
+    try:
+        return _resolve(raw, path, profile, overrides or [])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'a.b.c=value' -> (['a', 'b', 'c'], value parsed as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not key=value (e.g. trainer.max_epochs=3)")
+    try:
+        return key.lstrip("-").split("."), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {text!r}: value is not valid YAML") from None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        keys, value = parse_override(text)
+        if keys[0] == "arms" and len(keys) > 1 and keys[1] not in raw.get("arms", {}):
+            raise ConfigError(f"override {text!r}: unknown arm {keys[1]!r}{close_matches(keys[1], raw.get('arms', {}))}")
+        node = raw
+        for key in keys[:-1]:
+            if not isinstance(node.setdefault(key, {}), dict):
+                raise ConfigError(f"override {text!r}: {key!r} is not a section")
+            node = node[key]
+        node[keys[-1]] = value
+    return raw
+
+
+def deep_merge(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (top or {}).items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+    return out
+
+
+def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Experiment:
+    _check_keys(raw, EXPERIMENT_KEYS, "")
+    profiles = raw.get("profiles") or {}
+    if profile in profiles:
+        raw = deep_merge(raw, profiles[profile])
+    elif profile != DEFAULT_PROFILE:
+        raise UnknownNameError(f"unknown profile {profile!r}{close_matches(profile, profiles)}; profiles: {', '.join([DEFAULT_PROFILE, *profiles])}")
+    raw = apply_overrides(raw, overrides)
+    _check_keys(raw, EXPERIMENT_KEYS, "")
+    arms_raw = raw.get("arms")
+    if not isinstance(arms_raw, dict) or not arms_raw:
+        raise ConfigError("'arms' must map arm names to {model: ...}")
+    arms = {}
+    for arm, spec in arms_raw.items():
+        where = f"arms.{arm}"
+        if not isinstance(spec, dict) or "model" not in spec:
+            raise ConfigError(f"{where}: needs a model (e.g. model: {{name: sa_unet}})")
+        _check_keys(spec, ARM_KEYS, where)
+        sections = {k: _build(cls, deep_merge(raw.get(k) or {}, spec.get(k) or {}), k, where) for k, cls in SECTIONS.items()}
+        arms[arm] = {"model": _model(spec["model"], f"{where}.model"), "paper": spec.get("paper") or {}, "sections": sections}
+    run_arms = raw.get("run_arms") or list(arms)
+    for arm in run_arms:
+        if arm not in arms:
+            raise ConfigError(f"run_arms: unknown arm {arm!r}{close_matches(arm, arms)}")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"'seeds' must be a list of integers, got {seeds!r}")
+    return Experiment(
+        name=raw.get("name") or path.stem,
+        path=path,
+        description=raw.get("description", ""),
+        profile=profile,
+        seeds=seeds,
+        arms=arms,
+        sections={k: raw.get(k) or {} for k in SECTIONS},
+        paper=raw.get("paper") or {},
+        run_arms=run_arms,
+    )
+
+
+def _model(spec: Any, where: str) -> ModelConfig:
+    from retinalight.models import model_arguments
+
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(f"{where}: needs a name (a registered model)")
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    try:
+        accepted = model_arguments(spec["name"])
+    except RetinalightError as err:
+        raise ConfigError(f"{where}.name: {err}") from None
+    if not spec["name"].startswith("smp_"):
+        for key in kwargs:
+            if key not in accepted:
+                raise ConfigError(f"unknown key '{where}.{key}'{close_matches(key, accepted)}; {spec['name']} takes {', '.join(accepted)}")
+    return ModelConfig(spec["name"], kwargs)
+
+
+def _check_keys(raw: dict, allowed: set[str], where: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(f"unknown key '{_join(where, key)}'{close_matches(str(key), allowed)}")
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _build(cls, values: Any, section: str, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"'{_join(where, section)}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = dict(values)
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown key '{section}.{key}'{close_matches(key, names)}")
+        if isinstance(value, str) and float in (typing.get_args(hints[key]) or (hints[key],)):
+            try:  # PyYAML reads 1e-3 (no dot) as a string
+                value = values[key] = float(value)
+            except ValueError:
+                pass
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(f"'{section}.{key}' must be {_type_name(hints[key])}, got {value!r}")
+    return cls(**values)
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is Any:
+        return True
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    for option in options:
+        option = typing.get_origin(option) or option
+        if option is type(None) and value is None:
+            return True
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if option not in (int, float, type(None)) and isinstance(value, option):
+            return True
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    return " or ".join(getattr(t, "__name__", str(t)).replace("NoneType", "null") for t in (typing.get_args(hint) or (hint,)))

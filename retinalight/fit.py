@@ -1,0 +1,56 @@
+"""Train and test every arm x seed of an experiment, then print the paper's table beside ours.
+
+Examples:
+  python -m retinalight.fit --exp ablation_drive --profile quick
+  python -m retinalight.fit --exp ablation_drive --arm sa_unet --seeds 0 1 2 --set trainer.max_epochs=20
+  python -m retinalight.fit --exp ablation_drive --resume          # continue an interrupted run
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from retinalight.cli import add_data_root, run_main
+from retinalight.experiments import DEFAULT_PROFILE, list_experiments, load_experiment
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m retinalight.fit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exp", help=f"experiment name in experiments/ or a path to a YAML file ({', '.join(list_experiments())})")
+    parser.add_argument("--arm", nargs="+", default=None, help="only these arms (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the experiment's)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="'paper' (full schedule, default) or a profile of the file, e.g. 'quick'")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys, e.g. trainer.max_epochs=3 arms.sa_unet.model.drop_rate=0.1")
+    parser.add_argument("--logger", default="csv", choices=["csv", "wandb", "none"], help="csv always writes curves to the run folder; wandb adds W&B (offline without an API key)")
+    parser.add_argument("--runs", default="runs", metavar="DIR", help="root of run folders (default: ./runs)")
+    parser.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="delete and redo existing runs")
+    parser.add_argument("--list-models", action="store_true", help="print the model registry and exit")
+    add_data_root(parser)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides (the form a W&B sweep agent passes)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list_models:
+        from retinalight.models.__main__ import main as list_models_main
+
+        return list_models_main([])
+    if not args.exp:
+        raise SystemExit("error: --exp is required (e.g. --exp ablation_drive); see --help")
+    experiment = load_experiment(args.exp, args.profile, [*args.set, *args.overrides])
+    from retinalight.summary import format_markdown
+    from retinalight.training.runner import fit_experiment
+
+    summary = fit_experiment(
+        experiment, Path(args.runs), args.arm, args.seeds, args.resume, args.overwrite, args.logger, args.data_root
+    )
+    print(format_markdown(summary))
+    print(f"summary: {Path(args.runs) / experiment.name / 'summary.md'}")
+    return 1 if summary["failures"] else 0
+
+
+if __name__ == "__main__":
+    run_main(main)

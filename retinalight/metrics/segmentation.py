@@ -1,0 +1,104 @@
+"""Vessel segmentation metrics on probability maps: SE, SP, ACC, F1, MCC, AUC, FOV or whole-image protocol,
+pooled over all test pixels and per image. Works on arrays only, so any method's output can be scored."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy,
+    BinaryAUROC,
+    BinaryF1Score,
+    BinaryMatthewsCorrCoef,
+    BinaryRecall,
+    BinarySpecificity,
+)
+
+from retinalight.errors import UnknownNameError, close_matches
+
+METRICS = ("se", "sp", "acc", "f1", "mcc", "auc")
+PROTOCOLS = {
+    "fov": "pixels inside the field of view of the original-size image",
+    "image": "every pixel of the original-size image (SA-UNet's protocol)",
+}
+
+
+def metric_collection(threshold: float = 0.5, auc_thresholds: int | None = None, prefix: str = "") -> MetricCollection:
+    """torchmetrics collection of the six metrics. Pass probabilities, never logits.
+
+    `auc_thresholds=None` is the exact ROC AUC (keeps every pixel); an int bins it (constant memory), which
+    is what per-epoch validation uses.
+    """
+    return MetricCollection(
+        {
+            "se": BinaryRecall(threshold),
+            "sp": BinarySpecificity(threshold),
+            "acc": BinaryAccuracy(threshold),
+            "f1": BinaryF1Score(threshold),
+            "mcc": BinaryMatthewsCorrCoef(threshold),
+            "auc": BinaryAUROC(thresholds=auc_thresholds),
+        },
+        prefix=prefix,
+    )
+
+
+def check_protocol(protocol: str) -> None:
+    if protocol not in PROTOCOLS:
+        raise UnknownNameError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}{close_matches(protocol, PROTOCOLS)}")
+
+
+def select_pixels(prob, vessel, fov, protocol: str):
+    """Flatten the pixels a protocol counts: `fov` keeps those inside the FOV, `image` keeps all.
+    Inputs must already be cropped to the original image (no padding)."""
+    check_protocol(protocol)
+    if protocol == "fov":
+        keep = fov.bool() if isinstance(fov, torch.Tensor) else np.asarray(fov, bool)
+        return prob[keep], vessel[keep]
+    return prob.reshape(-1), vessel.reshape(-1)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A probability map and its ground truth at original size."""
+
+    id: str
+    prob: np.ndarray  # HxW float in [0, 1]
+    vessel: np.ndarray  # HxW bool
+    fov: np.ndarray  # HxW bool
+
+
+def _as_dict(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float(values[k]) for k in METRICS}
+
+
+def evaluate_predictions(predictions: Iterable[Prediction], protocol: str = "fov", threshold: float = 0.5) -> dict:
+    """Score a test set: pooled (one confusion matrix and one exact ROC over all pixels) and per image
+    (with mean and std over images). Returns the JSON layout of `retinalight.evaluate`."""
+    check_protocol(protocol)
+    pooled = metric_collection(threshold)
+    per_image = []
+    for pred in predictions:
+        if pred.prob.shape != pred.vessel.shape:
+            raise ValueError(f"{pred.id}: prediction {pred.prob.shape} and annotation {pred.vessel.shape} differ in size")
+        prob, target = select_pixels(
+            torch.from_numpy(np.asarray(pred.prob, np.float32)), torch.from_numpy(np.asarray(pred.vessel, bool)), pred.fov, protocol
+        )
+        target = target.long()
+        pooled.update(prob, target)
+        single = metric_collection(threshold)
+        per_image.append({"id": pred.id, **_as_dict(single(prob, target))})
+    if not per_image:
+        raise ValueError("no predictions to evaluate")
+    table = np.array([[row[k] for k in METRICS] for row in per_image])
+    return {
+        "protocol": protocol,
+        "threshold": threshold,
+        "pooled": _as_dict(pooled.compute()),
+        "per_image": per_image,
+        "mean": dict(zip(METRICS, table.mean(axis=0).tolist())),
+        "std": dict(zip(METRICS, table.std(axis=0, ddof=1 if len(table) > 1 else 0).tolist())),
+    }

@@ -1,0 +1,77 @@
+"""Segment vessels in fundus images of any size with a trained checkpoint.
+
+  python -m retinalight.predict --ckpt runs/ablation_drive/sa_unet/seed0/checkpoints/last.ckpt --input photos/ --out predicted/
+
+For each image writes <name>_prob.png (probability x 255), <name>_vessels.png (binary at --threshold) and
+<name>_overlay.png (vessels in green over the photo). The image is zero-padded for the network and the
+output cropped back to its size; the FOV mask is computed from the image unless --fov-dir has <name>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from retinalight.cli import run_main
+from retinalight.data.fov import compute_fov
+from retinalight.data.io import read_binary, read_rgb, write_grey
+from retinalight.errors import DataFileError
+from retinalight.inference import load_checkpoint, predict_probability
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp"}
+
+
+def list_images(source: Path) -> list[Path]:
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            return images
+        raise DataFileError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    raise DataFileError(f"{source}: no such file or folder")
+
+
+def overlay(image: np.ndarray, vessels: np.ndarray) -> np.ndarray:
+    out = image.copy()
+    out[vessels] = (0.4 * out[vessels] + 0.6 * np.array([0, 255, 0])).astype(np.uint8)
+    return out
+
+
+def predict_files(ckpt: str, inputs: list[Path], out: Path, threshold: float = 0.5, fov_dir: Path | None = None) -> list[Path]:
+    from PIL import Image
+
+    model, _ = load_checkpoint(ckpt)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in tqdm(inputs, desc="predict", unit="image", disable=None):
+        image = read_rgb(path)
+        fov_file = fov_dir / f"{path.stem}.png" if fov_dir else None
+        fov = read_binary(fov_file) if fov_file and fov_file.is_file() else compute_fov(image)
+        prob = predict_probability(model, image, fov)
+        vessels = prob > threshold
+        write_grey(out / f"{path.stem}_prob.png", (prob * 255).round())
+        write_grey(out / f"{path.stem}_vessels.png", vessels * 255)
+        Image.fromarray(overlay(image, vessels)).save(out / f"{path.stem}_overlay.png")
+        written.append(out / f"{path.stem}_prob.png")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m retinalight.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint written by retinalight.fit")
+    parser.add_argument("--input", required=True, metavar="FILE_OR_DIR", help="a fundus image or a folder of them")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the binary map (default 0.5)")
+    parser.add_argument("--fov-dir", type=Path, default=None, metavar="DIR", help="optional FOV masks named <image name>.png")
+    args = parser.parse_args(argv)
+    written = predict_files(args.ckpt, list_images(Path(args.input)), Path(args.out), args.threshold, args.fov_dir)
+    print(f"wrote {len(written)} x 3 images to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

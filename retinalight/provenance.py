@@ -1,0 +1,35 @@
+"""Where a number came from: commit, device, versions, command; written next to every result."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def provenance() -> dict:
+    return {
+        "commit": git_commit(),
+        "device": device_name(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "command": " ".join(["python", "-m", "retinalight.fit", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("fit.py") else " ".join(sys.argv),
+    }

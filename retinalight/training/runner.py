@@ -1,0 +1,234 @@
+"""Run experiments: one folder per arm and seed, `runs/<exp>/<arm>/seed<k>/`, self-describing and resumable.
+
+A run folder holds config.yaml, checkpoints/ (last.ckpt, best.ckpt), logs/ (CSV curves), predictions/
+(<id>.png: probability x 255 at original size), metrics.json (written last: its presence means the run is
+complete) and per_image.csv. Only rank 0 writes outside Lightning; folder names are deterministic, so all
+DDP ranks agree on them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+import lightning as L
+import yaml
+
+from retinalight.cli import resolve_data_root
+from retinalight.data.datamodules import DATAMODULES
+from retinalight.data.io import write_grey
+from retinalight.errors import ConfigError, RetinalightError
+from retinalight.experiments import Experiment, RunConfig
+from retinalight.inference import predict_probability
+from retinalight.metrics.segmentation import METRICS, Prediction, evaluate_predictions
+from retinalight.models import count_parameters
+from retinalight.provenance import provenance
+from retinalight.training.segmentation import SegmentationModule
+
+LOGGERS = ("csv", "wandb", "none")
+
+
+def run_dir(runs_root: Path, config: RunConfig) -> Path:
+    return Path(runs_root) / config.experiment / config.arm / f"seed{config.seed}"
+
+
+def is_complete(folder: Path) -> bool:
+    return (folder / "metrics.json").is_file()
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def make_datamodule(config: RunConfig, data_root: str | None = None):
+    data = config.data
+    if data.dataset not in DATAMODULES:
+        raise ConfigError(f"data.dataset={data.dataset!r}: choose from {', '.join(DATAMODULES)}")
+    return DATAMODULES[data.dataset](
+        data_root=resolve_data_root(data_root or data.data_root),
+        batch_size=data.batch_size,
+        samples_per_epoch=data.samples_per_epoch,
+        crop_size=data.crop_size,
+        val_count=data.val_count,
+        val_seed=data.val_seed,
+        val_mode=data.val_mode,
+        augment=data.augment,
+        pad_multiple=data.pad_multiple,
+        num_workers=data.num_workers,
+        seed=config.seed,
+        dataset_kwargs=data.dataset_kwargs,
+    )
+
+
+def make_loggers(config: RunConfig, folder: Path, logger: str) -> list:
+    from lightning.pytorch.loggers import CSVLogger
+
+    if logger not in LOGGERS:
+        raise ConfigError(f"--logger {logger!r}: choose from {', '.join(LOGGERS)}")
+    loggers = [CSVLogger(folder, name="logs", version="")] if logger != "none" else []
+    if logger == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        offline = os.environ.get("WANDB_MODE") == "offline" or not (os.environ.get("WANDB_API_KEY") or Path("~/.netrc").expanduser().is_file())
+        loggers.append(
+            WandbLogger(
+                project=config.logger.project,
+                entity=config.logger.entity,
+                tags=config.logger.tags,
+                group=config.experiment,
+                job_type=config.arm,
+                name=f"{config.arm}-seed{config.seed}",
+                save_dir=str(folder),
+                offline=offline,
+                config=config.to_dict(),
+            )
+        )
+    return loggers
+
+
+def fit_run(config: RunConfig, folder: Path, resume: bool = False, logger: str = "csv", data_root: str | None = None, callbacks: list | None = None) -> dict | None:
+    """Train, then test one arm x seed; returns its metrics (None on ranks other than 0)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = folder / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if last.exists() and not resume:
+        raise RetinalightError(f"{folder} holds an unfinished run: pass --resume to continue it or --overwrite to start again")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = make_datamodule(config, data_root)
+    module = SegmentationModule(
+        model={"name": config.model.name, "kwargs": config.model.kwargs},
+        loss=vars(config.loss),
+        optimizer=vars(config.optimizer),
+        evaluation=vars(config.evaluation),
+        seed=config.seed,
+        channels_last=config.trainer.channels_last,
+        compile=config.trainer.compile,
+    )
+    has_val = config.data.val_count > 0
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor=config.evaluation.monitor if has_val else None, mode="max", save_last=True, save_top_k=1 if has_val else 0
+    )
+    t = config.trainer
+    trainer = L.Trainer(
+        default_root_dir=folder,
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=t.precision,
+        deterministic=t.deterministic,
+        log_every_n_steps=t.log_every_n_steps,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        limit_val_batches=1.0 if has_val else 0,
+        callbacks=[checkpoint, *(callbacks or [])],
+        logger=make_loggers(config, folder, logger) or False,
+        use_distributed_sampler=False,  # EpochSampler shards by rank itself
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )
+    if trainer.global_rank == 0:
+        (folder / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    started = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
+    train_seconds = time.time() - started
+    if trainer.global_rank != 0:
+        return None
+    if config.evaluation.test_checkpoint == "best" and has_val and checkpoint.best_model_path:
+        import torch
+
+        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    metrics = test_run(module.model.cpu(), datamodule, config, folder)
+    params, buffers = count_parameters(module.model)
+    summary = {
+        "experiment": config.experiment,
+        "arm": config.arm,
+        "seed": config.seed,
+        "model": config.model.name,
+        "parameters": params,
+        "buffers": buffers,
+        "epochs": trainer.current_epoch,
+        "tested_checkpoint": config.evaluation.test_checkpoint,
+        "train_seconds": round(train_seconds, 1),
+        **provenance(),
+        "protocols": metrics,
+    }
+    write_json(folder / "metrics.json", summary)
+    return summary
+
+
+def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
+    """Predict every test image at original size, save predictions/<id>.png, score each protocol."""
+    predictions = []
+    for sample in datamodule.test_samples():
+        prob = predict_probability(model, sample.image, sample.fov, config.data.pad_multiple)
+        write_grey(folder / "predictions" / f"{sample.id}.png", (prob * 255).round())
+        predictions.append(Prediction(sample.id, prob, sample.vessel, sample.fov))
+    results = {p: evaluate_predictions(predictions, p, config.evaluation.threshold) for p in config.evaluation.protocols}
+    with open(folder / "per_image.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["protocol", "id", *METRICS])
+        for protocol, result in results.items():
+            for row in result["per_image"]:
+                writer.writerow([protocol, row["id"], *(f"{row[k]:.6f}" for k in METRICS)])
+    return results
+
+
+def fit_experiment(
+    experiment: Experiment,
+    runs_root: Path,
+    arms: list[str] | None = None,
+    seeds: list[int] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    logger: str = "csv",
+    data_root: str | None = None,
+    echo=print,
+) -> dict:
+    """Train and test every arm x seed (complete runs are reused), then rebuild the summary from the folders.
+
+    A run that fails is reported in one line (traceback in its folder's error.log) and the others go on."""
+    import shutil
+
+    from tqdm.auto import tqdm
+
+    from retinalight.summary import write_summary
+
+    arms = arms or experiment.run_arms
+    seeds = seeds if seeds is not None else experiment.seeds
+    configs = [experiment.run_config(arm, seed) for arm in arms for seed in seeds]
+    failures = []
+    bar = tqdm(configs, desc=experiment.name, unit="run", disable=None)
+    for config in bar:
+        folder = run_dir(runs_root, config)
+        bar.set_postfix_str(f"{config.arm} seed {config.seed}")
+        if overwrite and folder.exists():
+            shutil.rmtree(folder)
+        if is_complete(folder):
+            echo(f"{config.arm} seed {config.seed}: complete, reusing {folder}")
+            continue
+        try:
+            result = fit_run(config, folder, resume=resume, logger=logger, data_root=data_root)
+        except RetinalightError:
+            raise
+        except Exception as err:  # keep the other runs going; the error is kept with the run
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "error.log").write_text(traceback.format_exc())
+            failures.append(f"{config.arm} seed {config.seed}: {type(err).__name__}: {err} (see {folder / 'error.log'})")
+            echo(f"FAILED {failures[-1]}")
+            continue
+        if result:
+            pooled = result["protocols"][config.evaluation.protocols[0]]["pooled"]
+            echo(f"{config.arm} seed {config.seed}: " + " ".join(f"{k}={pooled[k]:.4f}" for k in METRICS) + f" ({config.evaluation.protocols[0]})")
+    summary = write_summary(experiment, Path(runs_root) / experiment.name, data_root)
+    summary["failures"] = failures
+    return summary

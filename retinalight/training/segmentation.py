@@ -1,0 +1,91 @@
+"""SegmentationModule: a thin LightningModule around any registered model, BCE on logits, Adam."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+
+from retinalight.data.datamodules import region_of
+from retinalight.metrics.segmentation import metric_collection, select_pixels
+from retinalight.models import create_model
+
+
+class SegmentationLoss(nn.Module):
+    """BCE on logits (optionally weighting vessel pixels), plus an optional Dice term (smp's DiceLoss)."""
+
+    def __init__(self, pos_weight: float | None = None, dice_weight: float = 0.0):
+        super().__init__()
+        weight = torch.tensor([pos_weight]) if pos_weight else None
+        self.bce = nn.BCEWithLogitsLoss(pos_weight=weight)
+        self.dice_weight = dice_weight
+        if dice_weight:
+            from segmentation_models_pytorch.losses import DiceLoss
+
+            self.dice = DiceLoss(mode="binary", from_logits=True)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.bce(logits, target)
+        return loss + self.dice_weight * self.dice(logits, target) if self.dice_weight else loss
+
+
+class SegmentationModule(L.LightningModule):
+    """Train a vessel segmentation network.
+
+    Args are plain dicts (they are saved in the checkpoint as hyper-parameters and rebuild the model):
+        model: {"name": registered model, "kwargs": {...}}
+        loss: SegmentationLoss arguments.
+        optimizer: {"lr", "weight_decay", "milestones", "gamma"}: Adam with a step schedule.
+        evaluation: {"protocols", "threshold", "val_auc_thresholds", ...}: validation uses the first protocol.
+        seed: base seed; each epoch reseeds torch from (seed, epoch, rank) so DropBlock masks do not depend
+            on whether the run was resumed.
+        channels_last, compile: speed switches for GPUs.
+    """
+
+    def __init__(self, model: dict, loss: dict, optimizer: dict, evaluation: dict, seed: int = 0, channels_last: bool = False, compile: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_model(model["name"], **model.get("kwargs", {}))
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if compile:
+            self.model = torch.compile(self.model)
+        self.loss = SegmentationLoss(**loss)
+        self.protocol = evaluation.get("protocols", ["fov"])[0]
+        self.val_metrics = metric_collection(evaluation.get("threshold", 0.5), evaluation.get("val_auc_thresholds"), prefix="val/")
+
+    def forward(self, image: torch.Tensor, fov: torch.Tensor | None = None) -> torch.Tensor:
+        if self.hparams.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self.model(image, fov)
+
+    def on_train_epoch_start(self) -> None:
+        torch.manual_seed(self.hparams.seed * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"], batch["fov"])
+        loss = self.loss(logits.float(), batch["vessel"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(logits))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self(batch["image"], batch["fov"]).float()
+        self.log("val/loss", self.loss(logits, batch["vessel"]), batch_size=len(logits), sync_dist=True)
+        for i in range(len(logits)):
+            region = region_of(batch["region"], i)
+            prob, target = select_pixels(
+                region.crop(torch.sigmoid(logits[i, 0])), region.crop(batch["vessel"][i, 0]), region.crop(batch["fov"][i, 0]), self.protocol
+            )
+            self.val_metrics.update(prob, target.long())
+        self.log_dict(self.val_metrics, prog_bar=False, batch_size=len(logits))
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.trainer.callback_metrics
+        if "val/auc" in metrics:
+            self.log("val_auc", metrics["val/auc"], prog_bar=True, logger=False)
+
+    def configure_optimizers(self):
+        opt = self.hparams.optimizer
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=opt.get("lr", 1e-3), weight_decay=opt.get("weight_decay", 0.0))
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=opt.get("milestones", [100]), gamma=opt.get("gamma", 0.1))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
