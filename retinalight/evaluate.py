@@ -29,19 +29,26 @@ def evaluate_checkpoint(ckpt: str, reader, split: str, protocol: str) -> dict:
 def format_table(result: dict) -> str:
     head = f"{'image':<12}" + "".join(f"{k.upper():>8}" for k in METRICS)
     rows = [f"{r['id']:<12}" + "".join(f"{r[k]:>8.4f}" for k in METRICS) for r in result["per_image"]]
-    stats = [f"{name:<12}" + "".join(f"{result[key][k]:>8.4f}" for k in METRICS) for name, key in (("mean", "mean"), ("std", "std"), ("pooled", "pooled"))]
+    stats = [
+        f"{name:<12}" + "".join(f"{result[key][k]:>8.4f}" for k in METRICS)
+        for name, key in (("mean", "mean"), ("std", "std"), ("pooled", "pooled"))
+    ]
     title = f"{result['dataset']} {result['split']}, protocol {result['protocol']} ({PROTOCOLS[result['protocol']]})"
     return "\n".join([title, head, *rows, "-" * len(head), *stats])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retinalight.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m retinalight.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--pred-dir", metavar="DIR", help="folder of predictions, one <id>.png (or .gif/.tif) per image")
     source.add_argument("--ckpt", metavar="PATH", help="a retinalight checkpoint to run on the split")
     parser.add_argument("--dataset", default="drive", choices=["drive", "chase_db1"], help="default: drive")
     parser.add_argument("--split", default="test", choices=SPLITS, help="default: test")
-    parser.add_argument("--protocol", default="fov", choices=list(PROTOCOLS), help="fov: pixels inside the FOV (default); image: every pixel")
+    parser.add_argument(
+        "--protocol", default="fov", choices=list(PROTOCOLS), help="fov: pixels inside the FOV (default); image: every pixel"
+    )
     parser.add_argument("--format", default="table", choices=["table", "json"], help="default: table")
     add_data_root(parser)
     args = parser.parse_args(argv)

@@ -7,6 +7,7 @@ Every problem (unknown key, wrong type, unknown model or argument) is one line n
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import types
@@ -232,7 +233,9 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
     if profile in profiles:
         raw = deep_merge(raw, profiles[profile])
     elif profile != DEFAULT_PROFILE:
-        raise UnknownNameError(f"unknown profile {profile!r}{close_matches(profile, profiles)}; profiles: {', '.join([DEFAULT_PROFILE, *profiles])}")
+        raise UnknownNameError(
+            f"unknown profile {profile!r}{close_matches(profile, profiles)}; profiles: {', '.join([DEFAULT_PROFILE, *profiles])}"
+        )
     raw = apply_overrides(raw, overrides)
     _check_keys(raw, EXPERIMENT_KEYS, "")
     arms_raw = raw.get("arms")
@@ -305,10 +308,8 @@ def _build(cls, values: Any, section: str, where: str):
         if key not in hints:
             raise ConfigError(f"unknown key '{section}.{key}'{close_matches(key, names)}")
         if isinstance(value, str) and float in (typing.get_args(hints[key]) or (hints[key],)):
-            try:  # PyYAML reads 1e-3 (no dot) as a string
+            with contextlib.suppress(ValueError):  # PyYAML reads 1e-3 (no dot) as a string
                 value = values[key] = float(value)
-            except ValueError:
-                pass
         if not _type_ok(value, hints[key]):
             raise ConfigError(f"'{section}.{key}' must be {_type_name(hints[key])}, got {value!r}")
     return cls(**values)

@@ -16,13 +16,28 @@ from retinalight.experiments import DEFAULT_PROFILE, list_experiments, load_expe
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m retinalight.fit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m retinalight.fit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--exp", help=f"experiment name in experiments/ or a path to a YAML file ({', '.join(list_experiments())})")
     parser.add_argument("--arm", nargs="+", default=None, help="only these arms (default: all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the experiment's)")
-    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="'paper' (full schedule, default) or a profile of the file, e.g. 'quick'")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys, e.g. trainer.max_epochs=3 arms.sa_unet.model.drop_rate=0.1")
-    parser.add_argument("--logger", default="csv", choices=["csv", "wandb", "none"], help="csv always writes curves to the run folder; wandb adds W&B (offline without an API key)")
+    parser.add_argument(
+        "--profile", default=DEFAULT_PROFILE, help="'paper' (full schedule, default) or a profile of the file, e.g. 'quick'"
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config keys, e.g. trainer.max_epochs=3 arms.sa_unet.model.drop_rate=0.1",
+    )
+    parser.add_argument(
+        "--logger",
+        default="csv",
+        choices=["csv", "wandb", "none"],
+        help="csv always writes curves to the run folder; wandb adds W&B (offline without an API key)",
+    )
     parser.add_argument("--runs", default="runs", metavar="DIR", help="root of run folders (default: ./runs)")
     parser.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete and redo existing runs")
@@ -44,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from retinalight.summary import format_markdown
     from retinalight.training.runner import fit_experiment
 
-    summary = fit_experiment(
-        experiment, Path(args.runs), args.arm, args.seeds, args.resume, args.overwrite, args.logger, args.data_root
-    )
+    summary = fit_experiment(experiment, Path(args.runs), args.arm, args.seeds, args.resume, args.overwrite, args.logger, args.data_root)
     print(format_markdown(summary))
     print(f"summary: {Path(args.runs) / experiment.name / 'summary.md'}")
     return 1 if summary["failures"] else 0

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from retinalight.data.datamodules import image_to_tensor
 from retinalight.data.geometry import pad, padded_size
 from retinalight.errors import DataFileError
 
@@ -19,7 +20,7 @@ def predict_probability(model: nn.Module, image: np.ndarray, fov: np.ndarray, mu
     device = next(model.parameters()).device
     size = padded_size(*image.shape[:2], multiple)
     padded, region = pad(image, size)
-    x = torch.from_numpy(padded.transpose(2, 0, 1).copy()).float().div_(255)[None].to(device)
+    x = image_to_tensor(padded)[None].to(device)
     mask = torch.from_numpy(pad(fov, size)[0]).float()[None, None].to(device)
     prob = torch.sigmoid(model(x, mask).float())[0, 0]
     return region.crop(prob).cpu().numpy()

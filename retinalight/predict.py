@@ -61,7 +61,9 @@ def predict_files(ckpt: str, inputs: list[Path], out: Path, threshold: float = 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retinalight.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m retinalight.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint written by retinalight.fit")
     parser.add_argument("--input", required=True, metavar="FILE_OR_DIR", help="a fundus image or a folder of them")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")

@@ -13,7 +13,9 @@ import torch
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -31,5 +33,7 @@ def provenance() -> dict:
         "device": device_name(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "command": " ".join(["python", "-m", "retinalight.fit", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("fit.py") else " ".join(sys.argv),
+        "command": " ".join(["python", "-m", "retinalight.fit", *sys.argv[1:]])
+        if sys.argv and sys.argv[0].endswith("fit.py")
+        else " ".join(sys.argv),
     }

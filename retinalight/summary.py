@@ -14,7 +14,7 @@ import numpy as np
 from scipy import stats
 
 from retinalight.experiments import Experiment
-from retinalight.metrics.segmentation import METRICS, PROTOCOLS, evaluate_predictions, Prediction
+from retinalight.metrics.segmentation import METRICS, PROTOCOLS, Prediction, evaluate_predictions
 
 LABELS = {"se": "SE", "sp": "SP", "acc": "ACC", "f1": "F1", "mcc": "MCC", "auc": "AUC"}
 
@@ -104,9 +104,22 @@ def format_markdown(summary: dict) -> str:
     lines = [f"# {summary['experiment']} (profile: {summary['profile']})", ""]
     if paper.get("source"):
         lines += [f"Paper numbers: {paper['source']}, protocol `{paper.get('protocol', 'image')}`.", ""]
-    header = "| arm | seeds | " + " | ".join(LABELS.values()) + " | F1 per image, 95% CI | vs " + paper.get("reference_arm", "unet") + " (F1, Wilcoxon p) |"
+    header = (
+        "| arm | seeds | "
+        + " | ".join(LABELS.values())
+        + " | F1 per image, 95% CI | vs "
+        + paper.get("reference_arm", "unet")
+        + " (F1, Wilcoxon p) |"
+    )
     for protocol, block in summary["protocols"].items():
-        lines += [f"## Protocol `{protocol}`: {PROTOCOLS[protocol]}", "", "Pooled over all test pixels; mean +- std over seeds.", "", header, "|" + "---|" * (len(LABELS) + 4)]
+        lines += [
+            f"## Protocol `{protocol}`: {PROTOCOLS[protocol]}",
+            "",
+            "Pooled over all test pixels; mean +- std over seeds.",
+            "",
+            header,
+            "|" + "---|" * (len(LABELS) + 4),
+        ]
         for arm, row in block["arms"].items():
             cells = " | ".join(f"{row['mean'][k]:.4f} +- {row['std'][k]:.4f}" for k in METRICS)
             lo, hi = row["per_image_f1_ci95"]

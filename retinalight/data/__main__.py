@@ -16,7 +16,9 @@ from retinalight.cli import add_data_root, resolve_data_root, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m retinalight.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m retinalight.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="verify layout, counts, sizes, decodability and SHA-256 of every file")
     check.add_argument("--dataset", nargs="+", choices=["drive", "chase_db1"], default=None, help="default: both")

@@ -23,10 +23,29 @@ from retinalight.errors import ConfigError
 VAL_MODES = ("holdout", "augmented")
 
 
-def to_tensors(image: np.ndarray, vessel: np.ndarray, fov: np.ndarray) -> dict[str, torch.Tensor]:
-    """HxWx3 uint8 + HxW masks -> float tensors: image 3xHxW in [0, 1], vessel and fov 1xHxW in {0, 1}."""
+def channel_stats(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (in [0, 1] units) over the image's non-black pixels (the retina)."""
+    pixels = image[image.max(axis=2) > 10].astype(np.float32) / 255
+    if len(pixels) < 16:
+        return np.zeros(3, np.float32), np.ones(3, np.float32)
+    return pixels.mean(axis=0), pixels.std(axis=0) + 1e-3
+
+
+def image_to_tensor(image: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
+    """HxWx3 uint8 -> 3xHxW float, standardised per channel with `stats` (default: the image's own).
+
+    Per-image standardisation trains several times faster than /255 and evens out colour differences
+    between cameras. Training crops pass the stats of their whole source image, so that train and test
+    inputs are normalised alike."""
+    mean, std = stats if stats is not None else channel_stats(image)
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255)
+    return (x - torch.from_numpy(mean)[:, None, None]) / torch.from_numpy(std)[:, None, None]
+
+
+def to_tensors(image: np.ndarray, vessel: np.ndarray, fov: np.ndarray, stats=None) -> dict[str, torch.Tensor]:
+    """HxWx3 uint8 + HxW masks -> float tensors: image 3xHxW (`image_to_tensor`), vessel and fov 1xHxW in {0, 1}."""
     return {
-        "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255),
+        "image": image_to_tensor(image, stats),
         "vessel": torch.from_numpy(np.ascontiguousarray(vessel)).float()[None],
         "fov": torch.from_numpy(np.ascontiguousarray(fov)).float()[None],
     }
@@ -37,6 +56,7 @@ class AugmentedSamples(Dataset):
 
     def __init__(self, samples: list[Sample], augment: dict, size: tuple[int, int], crop: int | None, seed: int):
         self.samples, self.seed = samples, seed
+        self.stats = [channel_stats(s.image) for s in samples]
         self.transform = build_augmentation(augment, size, crop)
 
     def __len__(self) -> int:  # keys are unbounded; EpochSampler decides which are drawn
@@ -44,10 +64,11 @@ class AugmentedSamples(Dataset):
 
     def __getitem__(self, key: int) -> dict[str, Any]:
         rng = np.random.default_rng([self.seed, int(key)])
-        sample = self.samples[int(rng.integers(len(self.samples)))]
+        index = int(rng.integers(len(self.samples)))
+        sample = self.samples[index]
         self.transform.set_random_seed(int(rng.integers(2**31)))
         out = self.transform(image=sample.image, masks=[sample.vessel.astype(np.uint8), sample.fov.astype(np.uint8)])
-        item = to_tensors(out["image"], out["masks"][0], out["masks"][1])
+        item = to_tensors(out["image"], out["masks"][0], out["masks"][1], self.stats[index])
         height, width = item["image"].shape[1:]
         return {**item, "id": sample.id, "region": (0, 0, height, width)}
 
@@ -64,7 +85,7 @@ class PaddedImages(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
         image, region = pad(sample.image, self.size)
-        item = to_tensors(image, pad(sample.vessel, self.size)[0], pad(sample.fov, self.size)[0])
+        item = to_tensors(image, pad(sample.vessel, self.size)[0], pad(sample.fov, self.size)[0], channel_stats(sample.image))
         return {**item, "id": sample.id, "region": (region.top, region.left, region.height, region.width)}
 
 

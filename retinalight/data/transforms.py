@@ -6,9 +6,8 @@ warning and the transform silently falls back to its defaults, so a typo in a co
 
 from __future__ import annotations
 
-from typing import Any
-
 import warnings
+from typing import Any
 
 import albumentations as A
 import cv2
@@ -45,9 +44,7 @@ def build_augmentation(
             continue
         cls, defaults = AUGMENTATIONS[name]
         transforms.append(_make(cls, {**defaults, **params}, name))
-    transforms.append(
-        A.PadIfNeeded(padded[0], padded[1], position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0)
-    )
+    transforms.append(A.PadIfNeeded(padded[0], padded[1], position="center", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0))
     if crop:
         transforms.append(A.RandomCrop(crop, crop))
     try:

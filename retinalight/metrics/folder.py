@@ -28,7 +28,9 @@ def find_predictions(pred_dir: str | Path, ids: list[str]) -> dict[str, Path]:
         found[path.stem] = path
     missing = [i for i in ids if i not in found]
     if missing:
-        raise DataFileError(f"{pred_dir}: no prediction for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} (expected <id>.png)")
+        raise DataFileError(
+            f"{pred_dir}: no prediction for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} (expected <id>.png)"
+        )
     return found
 
 

@@ -4,6 +4,7 @@ pooled over all test pixels and per image. Works on arrays only, so any method's
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,18 @@ def metric_collection(threshold: float = 0.5, auc_thresholds: int | None = None,
     )
 
 
+@contextmanager
+def exact_counting_kernels():
+    """Let torchmetrics use bincount even when deterministic algorithms are on: otherwise it replaces
+    bincount with an N x bins comparison (tens of GB for one image). Counts are integers: exact either way."""
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def check_protocol(protocol: str) -> None:
     if protocol not in PROTOCOLS:
         raise UnknownNameError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}{close_matches(protocol, PROTOCOLS)}")
@@ -75,6 +88,11 @@ def _as_dict(values: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(values[k]) for k in METRICS}
 
 
+def _pooled(collection: MetricCollection) -> dict[str, float]:
+    with exact_counting_kernels():
+        return _as_dict(collection.compute())
+
+
 def evaluate_predictions(predictions: Iterable[Prediction], protocol: str = "fov", threshold: float = 0.5) -> dict:
     """Score a test set: pooled (one confusion matrix and one exact ROC over all pixels) and per image
     (with mean and std over images). Returns the JSON layout of `retinalight.evaluate`."""
@@ -88,16 +106,16 @@ def evaluate_predictions(predictions: Iterable[Prediction], protocol: str = "fov
             torch.from_numpy(np.asarray(pred.prob, np.float32)), torch.from_numpy(np.asarray(pred.vessel, bool)), pred.fov, protocol
         )
         target = target.long()
-        pooled.update(prob, target)
-        single = metric_collection(threshold)
-        per_image.append({"id": pred.id, **_as_dict(single(prob, target))})
+        with exact_counting_kernels():
+            pooled.update(prob, target)
+            per_image.append({"id": pred.id, **_as_dict(metric_collection(threshold)(prob, target))})
     if not per_image:
         raise ValueError("no predictions to evaluate")
     table = np.array([[row[k] for k in METRICS] for row in per_image])
     return {
         "protocol": protocol,
         "threshold": threshold,
-        "pooled": _as_dict(pooled.compute()),
+        "pooled": _pooled(pooled),
         "per_image": per_image,
         "mean": dict(zip(METRICS, table.mean(axis=0).tolist())),
         "std": dict(zip(METRICS, table.std(axis=0, ddof=1 if len(table) > 1 else 0).tolist())),

@@ -78,9 +78,7 @@ class R2UNet(nn.Module):
             RecurrentResidualBlock(c_in, c_out, t, residual) for c_in, c_out in zip([in_channels, *widths[:-1]], widths)
         )
         self.pool = nn.MaxPool2d(2)
-        self.up = nn.ModuleList(
-            nn.Sequential(nn.Upsample(scale_factor=2), conv_bn_relu(c, c // 2)) for c in reversed(widths[1:])
-        )
+        self.up = nn.ModuleList(nn.Sequential(nn.Upsample(scale_factor=2), conv_bn_relu(c, c // 2)) for c in reversed(widths[1:]))
         self.decoder = nn.ModuleList(RecurrentResidualBlock(c, c // 2, t, residual) for c in reversed(widths[1:]))
         self.head = nn.Conv2d(base_width, out_channels, 1)
 

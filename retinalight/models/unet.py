@@ -52,9 +52,7 @@ class UNet(nn.Module):
         self.pool = nn.MaxPool2d(2)
         self.bottleneck = ConvBlock(widths[-2], widths[-1], **block)
         self.attention = SpatialAttention() if attention else nn.Identity()
-        self.up = nn.ModuleList(
-            nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1) for c in reversed(widths[1:])
-        )
+        self.up = nn.ModuleList(nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1) for c in reversed(widths[1:]))
         self.decoder = nn.ModuleList(ConvBlock(c, c // 2, **block) for c in reversed(widths[1:]))
         self.head = nn.Conv2d(base_width, out_channels, 1)
 

@@ -76,7 +76,9 @@ def make_loggers(config: RunConfig, folder: Path, logger: str) -> list:
     if logger == "wandb":
         from lightning.pytorch.loggers import WandbLogger
 
-        offline = os.environ.get("WANDB_MODE") == "offline" or not (os.environ.get("WANDB_API_KEY") or Path("~/.netrc").expanduser().is_file())
+        offline = os.environ.get("WANDB_MODE") == "offline" or not (
+            os.environ.get("WANDB_API_KEY") or Path("~/.netrc").expanduser().is_file()
+        )
         loggers.append(
             WandbLogger(
                 project=config.logger.project,
@@ -93,7 +95,9 @@ def make_loggers(config: RunConfig, folder: Path, logger: str) -> list:
     return loggers
 
 
-def fit_run(config: RunConfig, folder: Path, resume: bool = False, logger: str = "csv", data_root: str | None = None, callbacks: list | None = None) -> dict | None:
+def fit_run(
+    config: RunConfig, folder: Path, resume: bool = False, logger: str = "csv", data_root: str | None = None, callbacks: list | None = None
+) -> dict | None:
     """Train, then test one arm x seed; returns its metrics (None on ranks other than 0)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -115,7 +119,12 @@ def fit_run(config: RunConfig, folder: Path, resume: bool = False, logger: str =
     )
     has_val = config.data.val_count > 0
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor=config.evaluation.monitor if has_val else None, mode="max", save_last=True, save_top_k=1 if has_val else 0
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=config.evaluation.monitor if has_val else None,
+        mode="max",
+        save_last=True,
+        save_top_k=1 if has_val else 0,
     )
     t = config.trainer
     trainer = L.Trainer(
@@ -167,12 +176,13 @@ def fit_run(config: RunConfig, folder: Path, resume: bool = False, logger: str =
 
 
 def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
-    """Predict every test image at original size, save predictions/<id>.png, score each protocol."""
+    """Predict every test image at original size, save predictions/<id>.png (probability x 255), score them."""
     predictions = []
     for sample in datamodule.test_samples():
-        prob = predict_probability(model, sample.image, sample.fov, config.data.pad_multiple)
-        write_grey(folder / "predictions" / f"{sample.id}.png", (prob * 255).round())
-        predictions.append(Prediction(sample.id, prob, sample.vessel, sample.fov))
+        # score exactly what is saved (8-bit), so any tool re-scoring predictions/ gets the same numbers
+        grey = (predict_probability(model, sample.image, sample.fov, config.data.pad_multiple) * 255).round()
+        write_grey(folder / "predictions" / f"{sample.id}.png", grey)
+        predictions.append(Prediction(sample.id, grey.astype("float32") / 255, sample.vessel, sample.fov))
     results = {p: evaluate_predictions(predictions, p, config.evaluation.threshold) for p in config.evaluation.protocols}
     with open(folder / "per_image.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -228,7 +238,11 @@ def fit_experiment(
             continue
         if result:
             pooled = result["protocols"][config.evaluation.protocols[0]]["pooled"]
-            echo(f"{config.arm} seed {config.seed}: " + " ".join(f"{k}={pooled[k]:.4f}" for k in METRICS) + f" ({config.evaluation.protocols[0]})")
+            echo(
+                f"{config.arm} seed {config.seed}: "
+                + " ".join(f"{k}={pooled[k]:.4f}" for k in METRICS)
+                + f" ({config.evaluation.protocols[0]})"
+            )
     summary = write_summary(experiment, Path(runs_root) / experiment.name, data_root)
     summary["failures"] = failures
     return summary

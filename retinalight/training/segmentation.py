@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from retinalight.data.datamodules import region_of
-from retinalight.metrics.segmentation import metric_collection, select_pixels
+from retinalight.metrics.segmentation import exact_counting_kernels, metric_collection, select_pixels
 from retinalight.models import create_model
 
 
@@ -42,7 +42,9 @@ class SegmentationModule(L.LightningModule):
         channels_last, compile: speed switches for GPUs.
     """
 
-    def __init__(self, model: dict, loss: dict, optimizer: dict, evaluation: dict, seed: int = 0, channels_last: bool = False, compile: bool = False):
+    def __init__(
+        self, model: dict, loss: dict, optimizer: dict, evaluation: dict, seed: int = 0, channels_last: bool = False, compile: bool = False
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.model = create_model(model["name"], **model.get("kwargs", {}))
@@ -76,10 +78,11 @@ class SegmentationModule(L.LightningModule):
             prob, target = select_pixels(
                 region.crop(torch.sigmoid(logits[i, 0])), region.crop(batch["vessel"][i, 0]), region.crop(batch["fov"][i, 0]), self.protocol
             )
-            self.val_metrics.update(prob, target.long())
+            with exact_counting_kernels():
+                self.val_metrics.update(prob, target.long())
         self.log_dict(self.val_metrics, prog_bar=False, batch_size=len(logits))
 
-    def on_validation_epoch_end(self) -> None:
+    def on_validation_epoch_end(self) -> None:  # Lightning computes val_metrics after this hook
         metrics = self.trainer.callback_metrics
         if "val/auc" in metrics:
             self.log("val_auc", metrics["val/auc"], prog_bar=True, logger=False)

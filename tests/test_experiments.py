@@ -1,0 +1,63 @@
+import pytest
+
+from retinalight.errors import ConfigError, UnknownNameError
+from retinalight.experiments import load_experiment
+
+PAPER_ARMS = ["unet", "unet_sa", "sd_unet", "backbone", "sa_unet"]
+
+
+def test_ablation_drive_has_the_paper_arms_and_hyperparameters():
+    exp = load_experiment("ablation_drive")
+    assert list(exp.arms) == [*PAPER_ARMS, "unet23"] and exp.run_arms == list(exp.arms)
+    run = exp.run_config("sa_unet", 0)
+    assert run.model.kwargs == {"drop_rate": 0.18, "block_size": 7}
+    assert (run.data.batch_size, run.trainer.max_epochs, run.optimizer.lr, run.optimizer.milestones) == (8, 150, 0.001, [100])
+    assert exp.paper_numbers("sa_unet")["f1"] == 0.8263 and exp.paper["protocol"] == "image"
+
+
+def test_ablation_chase_uses_its_own_drop_rate_and_batch():
+    run = load_experiment("ablation_chase").run_config("backbone", 1)
+    assert run.model.kwargs["drop_rate"] == 0.13 and run.data.batch_size == 4 and run.data.dataset == "chase_db1" and run.seed == 1
+
+
+def test_quick_profile_and_overrides():
+    exp = load_experiment("ablation_drive", "quick", ["trainer.max_epochs=3", "arms.sa_unet.model.drop_rate=0.1", "optimizer.lr=1e-2"])
+    assert exp.run_arms == PAPER_ARMS
+    run = exp.run_config("sa_unet", 0)
+    assert run.trainer.max_epochs == 3 and run.model.kwargs["drop_rate"] == 0.1 and run.data.crop_size == 128
+    assert run.optimizer.lr == 0.01
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["trainer.max_epoch=3"], "unknown key 'trainer.max_epoch' (did you mean max_epochs?)"),
+        (["trainer.max_epochs=many"], "'trainer.max_epochs' must be int"),
+        (["arms.sa_unet.model.name=sa_unte"], "did you mean sa_unet"),
+        (["arms.sa_unet.model.droprate=0.1"], "unknown key 'arms.sa_unet.model.droprate' (did you mean drop_rate?)"),
+        (["arms.sa_unte.model.drop_rate=0.1"], "unknown arm 'sa_unte' (did you mean sa_unet"),
+        (["dta.batch_size=2"], "unknown key 'dta' (did you mean data?)"),
+        (["nonsense"], "is not key=value"),
+    ],
+)
+def test_config_errors_name_file_key_and_nearest(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_experiment("ablation_drive", overrides=overrides)
+    assert message in str(err.value) and "ablation_drive.yaml" in str(err.value)
+
+
+def test_unknown_experiment_and_profile():
+    with pytest.raises(UnknownNameError, match="did you mean ablation_drive"):
+        load_experiment("ablation_driv")
+    with pytest.raises(UnknownNameError, match="unknown profile 'quik'"):
+        load_experiment("ablation_drive", "quik")
+
+
+def test_bad_yaml_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("arms: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_experiment(str(bad))
+    bad.write_text("arms:\n  x: {model: {name: unet}}\ndata: {batch_size: two}\n")
+    with pytest.raises(ConfigError, match="'data.batch_size' must be int"):
+        load_experiment(str(bad))

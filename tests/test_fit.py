@@ -1,0 +1,188 @@
+"""End to end: training, testing, run folders, resume, evaluate and predict on real data at tiny scale."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from retinalight.evaluate import main as evaluate_main
+from retinalight.experiments import load_experiment
+from retinalight.fit import main as fit_main
+from retinalight.predict import main as predict_main
+from retinalight.training.runner import fit_run, run_dir
+
+TINY_DRIVE = [
+    "trainer.max_epochs=1",
+    "data.samples_per_epoch=4",
+    "data.batch_size=2",
+    "data.crop_size=64",
+    "data.val_count=1",
+    "evaluation.protocols=[fov,image]",
+]
+
+
+@pytest.fixture(scope="module")
+def drive_run(data_root, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    code = fit_main(
+        [
+            "--exp",
+            "ablation_drive",
+            "--profile",
+            "quick",
+            "--arm",
+            "sa_unet",
+            "--runs",
+            str(runs),
+            "--data-root",
+            str(data_root),
+            "--set",
+            *TINY_DRIVE,
+        ]
+    )
+    assert code == 0
+    return runs / "ablation_drive"
+
+
+def test_fit_writes_a_complete_run_folder(drive_run):
+    folder = drive_run / "sa_unet" / "seed0"
+    for name in ("config.yaml", "metrics.json", "per_image.csv", "checkpoints/last.ckpt", "logs/metrics.csv"):
+        assert (folder / name).is_file(), name
+    assert len(list((folder / "predictions").glob("*.png"))) == 20
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["parameters"] == 537_299 and set(metrics["protocols"]) == {"fov", "image"}
+    assert 0 <= metrics["protocols"]["fov"]["pooled"]["auc"] <= 1 and metrics["commit"] and metrics["device"]
+    summary = (drive_run / "summary.md").read_text()
+    assert "sa_unet (paper)" in summary and "0.8263" in summary and "Protocol `fov`" in summary
+    assert json.loads((drive_run / "summary.json").read_text())["protocols"]["image"]["arms"]["sa_unet"]["paper"]["auc"] == 0.9864
+
+
+def test_saved_predictions_rescore_like_the_run(drive_run, data_root, capsys):
+    folder = drive_run / "sa_unet" / "seed0"
+    assert evaluate_main(["--pred-dir", str(folder / "predictions"), "--format", "json", "--data-root", str(data_root)]) == 0
+    rescored = json.loads(capsys.readouterr().out)["pooled"]
+    recorded = json.loads((folder / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
+    for key in ("se", "sp", "acc", "f1", "mcc", "auc"):  # the run scores exactly the 8-bit maps it saves
+        assert abs(rescored[key] - recorded[key]) < 1e-6, key
+
+
+def test_evaluate_checkpoint(drive_run, data_root, capsys):
+    ckpt = drive_run / "sa_unet" / "seed0" / "checkpoints" / "last.ckpt"
+    assert evaluate_main(["--ckpt", str(ckpt), "--protocol", "image", "--data-root", str(data_root)]) == 0
+    out = capsys.readouterr().out
+    assert "protocol image" in out and out.count("\n") > 20
+
+
+def test_complete_runs_are_reused(drive_run, data_root, capsys):
+    before = (drive_run / "sa_unet" / "seed0" / "metrics.json").read_text()
+    assert (
+        fit_main(
+            [
+                "--exp",
+                "ablation_drive",
+                "--profile",
+                "quick",
+                "--arm",
+                "sa_unet",
+                "--runs",
+                str(drive_run.parent),
+                "--data-root",
+                str(data_root),
+                "--set",
+                *TINY_DRIVE,
+            ]
+        )
+        == 0
+    )
+    assert "complete, reusing" in capsys.readouterr().out
+    assert (drive_run / "sa_unet" / "seed0" / "metrics.json").read_text() == before
+
+
+def test_predict_on_a_chase_image(drive_run, data_root, tmp_path):
+    ckpt = drive_run / "sa_unet" / "seed0" / "checkpoints" / "last.ckpt"
+    image = data_root / "CHASE_DB1" / "Image_12L.jpg"
+    assert predict_main(["--ckpt", str(ckpt), "--input", str(image), "--out", str(tmp_path)]) == 0
+    from PIL import Image
+
+    for suffix in ("prob", "vessels", "overlay"):
+        with Image.open(tmp_path / f"Image_12L_{suffix}.png") as img:
+            assert img.size == (999, 960)
+
+
+class CrashAt(Callback):
+    """Simulates a killed run: dies at the start of an epoch, after the previous checkpoint was saved."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
+    exp = load_experiment("smoke_synthetic", overrides=["trainer.max_epochs=3", "trainer.deterministic=true"])
+    config = exp.run_config("sa_unet", 0)
+    fit_run(config, run_dir(tmp_path / "straight", config), logger="none")
+    crashed = run_dir(tmp_path / "crashed", config)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_run(config, crashed, logger="none", callbacks=[CrashAt(2)])
+    assert (crashed / "checkpoints" / "last.ckpt").is_file() and not (crashed / "metrics.json").exists()
+    with pytest.raises(Exception, match="--resume"):
+        fit_run(config, crashed, logger="none")
+    fit_run(config, crashed, resume=True, logger="none")
+    straight = torch.load(run_dir(tmp_path / "straight", config) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    resumed = torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    a = json.loads((run_dir(tmp_path / "straight", config) / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
+    b = json.loads((crashed / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
+    assert a == b
+
+
+def test_wandb_offline_logging(tmp_path):
+    assert (
+        fit_main(
+            ["--exp", "smoke_synthetic", "--arm", "unet", "--runs", str(tmp_path), "--logger", "wandb", "--set", "trainer.max_epochs=1"]
+        )
+        == 0
+    )
+    folder = tmp_path / "smoke_synthetic" / "unet" / "seed0"
+    assert list((folder / "wandb").glob("offline-run-*")) and (folder / "logs" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--exp", "ablation_driv"], "did you mean ablation_drive"),
+        (["--exp", "ablation_drive", "--set", "trainer.max_epoch=1"], "did you mean max_epochs"),
+        (["--exp", "ablation_drive", "--arm", "sa_unte"], "unknown arm 'sa_unte'"),
+    ],
+)
+def test_fit_bad_input_is_one_line(args, message, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "retinalight.fit", *args, "--runs", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_fit_on_missing_data_says_where_to_get_it(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retinalight.fit",
+            "--exp",
+            "ablation_drive",
+            "--runs",
+            str(tmp_path),
+            "--data-root",
+            str(tmp_path / "none"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "drive.grand-challenge.org" in result.stderr and result.stderr.count("\n") == 1

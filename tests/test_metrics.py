@@ -1,0 +1,119 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, recall_score, roc_auc_score
+
+from retinalight.data.datasets import Drive
+from retinalight.data.io import write_grey
+from retinalight.errors import DataFileError
+from retinalight.evaluate import main as evaluate_main
+from retinalight.metrics import Prediction, evaluate_folder, evaluate_predictions, metric_collection
+
+
+def sklearn_metrics(prob: np.ndarray, target: np.ndarray) -> dict:
+    """An independent implementation: scikit-learn on the same pixels, threshold prob > 0.5."""
+    binary = prob > 0.5
+    return {
+        "se": recall_score(target, binary),
+        "sp": recall_score(~target, ~binary),
+        "acc": accuracy_score(target, binary),
+        "f1": f1_score(target, binary),
+        "mcc": matthews_corrcoef(target, binary),
+        "auc": roc_auc_score(target, prob),
+    }
+
+
+def assert_close(ours: dict, reference: dict, tol: float = 1e-6) -> None:
+    for key, value in reference.items():
+        assert abs(ours[key] - value) < tol, f"{key}: {ours[key]} vs {value}"
+
+
+def test_collection_agrees_with_sklearn_on_random_data():
+    rng = np.random.default_rng(0)
+    target = rng.random(50_000) < 0.1
+    prob = np.clip(target * 0.3 + rng.random(50_000) * 0.7, 0, 1).astype(np.float32)
+    ours = metric_collection()(torch.from_numpy(prob), torch.from_numpy(target).long())
+    assert_close({k: float(v) for k, v in ours.items()}, sklearn_metrics(prob, target))
+
+
+@pytest.fixture(scope="module")
+def noisy_drive_predictions(data_root):
+    drive, rng = Drive(data_root), np.random.default_rng(1)
+    predictions = []
+    for id in drive.ids("test")[:6]:
+        sample = drive.load(id)
+        prob = np.clip(sample.vessel * 0.45 + rng.random(sample.vessel.shape) * 0.6, 0, 1).astype(np.float32)
+        predictions.append(Prediction(id, prob, sample.vessel, sample.fov))
+    return predictions
+
+
+@pytest.mark.parametrize("protocol", ["fov", "image"])
+def test_pooled_and_per_image_agree_with_sklearn_on_real_data(noisy_drive_predictions, protocol):
+    result = evaluate_predictions(noisy_drive_predictions, protocol)
+    keep = (lambda p: p.fov) if protocol == "fov" else (lambda p: np.ones_like(p.fov))
+    probs = np.concatenate([p.prob[keep(p)] for p in noisy_drive_predictions])
+    targets = np.concatenate([p.vessel[keep(p)] for p in noisy_drive_predictions])
+    assert_close(result["pooled"], sklearn_metrics(probs, targets))
+    for row, p in zip(result["per_image"], noisy_drive_predictions):
+        assert row["id"] == p.id
+        assert_close(row, sklearn_metrics(p.prob[keep(p)], p.vessel[keep(p)]))
+    f1 = [row["f1"] for row in result["per_image"]]
+    assert abs(result["mean"]["f1"] - np.mean(f1)) < 1e-9 and abs(result["std"]["f1"] - np.std(f1, ddof=1)) < 1e-9
+
+
+def test_fov_protocol_ignores_pixels_outside_the_fov():
+    vessel = np.zeros((32, 32), bool)
+    vessel[10:20, 15] = True
+    fov = np.zeros((32, 32), bool)
+    fov[4:28, 4:28] = True
+    prob = vessel.astype(np.float32)
+    prob[~fov] = 0.9  # confidently wrong, but only outside the FOV
+    perfect = evaluate_predictions([Prediction("a", prob, vessel, fov)], "fov")["pooled"]
+    assert all(v == pytest.approx(1.0) for v in perfect.values())
+    whole = evaluate_predictions([Prediction("a", prob, vessel, fov)], "image")["pooled"]
+    assert whole["sp"] < 0.6 and whole["acc"] < 0.6
+
+
+@pytest.fixture
+def ground_truth_dir(data_root, tmp_path):
+    drive = Drive(data_root)
+    for id in drive.ids("test"):
+        write_grey(tmp_path / "pred" / f"{id}.png", drive.load(id).vessel * 255)
+    return tmp_path / "pred"
+
+
+def test_ground_truth_as_prediction_scores_one_everywhere(data_root, ground_truth_dir, capsys):
+    assert (
+        evaluate_main(["--pred-dir", str(ground_truth_dir), "--dataset", "drive", "--format", "json", "--data-root", str(data_root)]) == 0
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"dataset", "split", "protocol", "pooled", "per_image", "mean", "std"}
+    assert len(result["per_image"]) == 20 and result["protocol"] == "fov"
+    for block in [result["pooled"], result["mean"], *result["per_image"]]:
+        assert all(block[k] == pytest.approx(1.0) for k in ("se", "sp", "acc", "f1", "mcc", "auc"))
+
+
+def test_pred_dir_reads_any_image_mode(data_root, ground_truth_dir):
+    from PIL import Image
+
+    path = ground_truth_dir / "01.png"
+    Image.open(path).convert("1").save(ground_truth_dir / "01.gif")
+    path.unlink()
+    result = evaluate_folder(ground_truth_dir, Drive(data_root), "test", "image")
+    assert result["pooled"]["f1"] == pytest.approx(1.0)
+
+
+def test_pred_dir_errors_name_the_file(data_root, ground_truth_dir):
+    drive = Drive(data_root)
+    (ground_truth_dir / "07.png").unlink()
+    with pytest.raises(DataFileError, match="no prediction for 07"):
+        evaluate_folder(ground_truth_dir, drive)
+    write_grey(ground_truth_dir / "07.png", np.zeros((100, 100)))
+    with pytest.raises(DataFileError, match="07.png: prediction is 100x100, image 07 is 565x584"):
+        evaluate_folder(ground_truth_dir, drive)
+    write_grey(ground_truth_dir / "07.png", np.zeros((584, 565)))
+    write_grey(ground_truth_dir / "99.png", np.zeros((584, 565)))
+    with pytest.raises(DataFileError, match="99.png: unexpected prediction"):
+        evaluate_folder(ground_truth_dir, drive)
