@@ -24,26 +24,15 @@ TINY_DRIVE = [
 ]
 
 
+def fit_tiny_sa_unet(runs, data_root) -> int:
+    args = ["--exp", "ablation_drive", "--profile", "quick", "--arm", "sa_unet", "--runs", str(runs), "--data-root", str(data_root)]
+    return fit_main([*args, "--set", *TINY_DRIVE])
+
+
 @pytest.fixture(scope="module")
 def drive_run(data_root, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    code = fit_main(
-        [
-            "--exp",
-            "ablation_drive",
-            "--profile",
-            "quick",
-            "--arm",
-            "sa_unet",
-            "--runs",
-            str(runs),
-            "--data-root",
-            str(data_root),
-            "--set",
-            *TINY_DRIVE,
-        ]
-    )
-    assert code == 0
+    assert fit_tiny_sa_unet(runs, data_root) == 0
     return runs / "ablation_drive"
 
 
@@ -78,25 +67,7 @@ def test_evaluate_checkpoint(drive_run, data_root, capsys):
 
 def test_complete_runs_are_reused(drive_run, data_root, capsys):
     before = (drive_run / "sa_unet" / "seed0" / "metrics.json").read_text()
-    assert (
-        fit_main(
-            [
-                "--exp",
-                "ablation_drive",
-                "--profile",
-                "quick",
-                "--arm",
-                "sa_unet",
-                "--runs",
-                str(drive_run.parent),
-                "--data-root",
-                str(data_root),
-                "--set",
-                *TINY_DRIVE,
-            ]
-        )
-        == 0
-    )
+    assert fit_tiny_sa_unet(drive_run.parent, data_root) == 0
     assert "complete, reusing" in capsys.readouterr().out
     assert (drive_run / "sa_unet" / "seed0" / "metrics.json").read_text() == before
 

@@ -51,7 +51,7 @@ def make_datamodule(config: RunConfig, data_root: str | None = None):
     data = config.data
     if data.dataset not in DATAMODULES:
         raise ConfigError(f"data.dataset={data.dataset!r}: choose from {', '.join(DATAMODULES)}")
-    return DATAMODULES[data.dataset](
+    datamodule = DATAMODULES[data.dataset](
         data_root=resolve_data_root(data_root or data.data_root),
         batch_size=data.batch_size,
         samples_per_epoch=data.samples_per_epoch,
@@ -65,6 +65,8 @@ def make_datamodule(config: RunConfig, data_root: str | None = None):
         seed=config.seed,
         dataset_kwargs=data.dataset_kwargs,
     )
+    datamodule.reader.require()  # before the Trainer exists: a missing dataset is one line, nothing else
+    return datamodule
 
 
 def make_loggers(config: RunConfig, folder: Path, logger: str) -> list:
@@ -118,14 +120,14 @@ def fit_run(
         compile=config.trainer.compile,
     )
     has_val = config.data.val_count > 0
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
-        monitor=config.evaluation.monitor if has_val else None,
-        mode="max",
-        save_last=True,
-        save_top_k=1 if has_val else 0,
-    )
+    # last.ckpt after every epoch (what --resume continues from; Lightning's save_last only refreshes it when
+    # another checkpoint is written) and, with a validation set, best.ckpt by the monitored metric
+    checkpoints = [ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_on_train_epoch_end=True, enable_version_counter=False)]
+    if has_val:
+        best = ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best", monitor=config.evaluation.monitor, mode="max", enable_version_counter=False
+        )
+        checkpoints.append(best)
     t = config.trainer
     trainer = L.Trainer(
         default_root_dir=folder,
@@ -138,7 +140,7 @@ def fit_run(
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
         limit_val_batches=1.0 if has_val else 0,
-        callbacks=[checkpoint, *(callbacks or [])],
+        callbacks=[*checkpoints, *(callbacks or [])],
         logger=make_loggers(config, folder, logger) or False,
         use_distributed_sampler=False,  # EpochSampler shards by rank itself
         num_sanity_val_steps=0,
@@ -151,10 +153,10 @@ def fit_run(
     train_seconds = time.time() - started
     if trainer.global_rank != 0:
         return None
-    if config.evaluation.test_checkpoint == "best" and has_val and checkpoint.best_model_path:
+    if config.evaluation.test_checkpoint == "best" and has_val and best.best_model_path:
         import torch
 
-        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     metrics = test_run(module.model.cpu(), datamodule, config, folder)
     params, buffers = count_parameters(module.model)

@@ -37,8 +37,8 @@ class SegmentationModule(L.LightningModule):
         loss: SegmentationLoss arguments.
         optimizer: {"lr", "weight_decay", "milestones", "gamma"}: Adam with a step schedule.
         evaluation: {"protocols", "threshold", "val_auc_thresholds", ...}: validation uses the first protocol.
-        seed: base seed; each epoch reseeds torch from (seed, epoch, rank) so DropBlock masks do not depend
-            on whether the run was resumed.
+        seed: base seed; each step reseeds torch from (seed, step, rank), so DropBlock masks do not depend on
+            whether the run was resumed (nor on what else drew random numbers before).
         channels_last, compile: speed switches for GPUs.
     """
 
@@ -61,8 +61,8 @@ class SegmentationModule(L.LightningModule):
             image = image.contiguous(memory_format=torch.channels_last)
         return self.model(image, fov)
 
-    def on_train_epoch_start(self) -> None:
-        torch.manual_seed(self.hparams.seed * 1_000_003 + self.current_epoch * 7919 + self.global_rank)
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        torch.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"], batch["fov"])
