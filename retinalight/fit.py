@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     from retinalight.training.runner import fit_experiment
 
     summary = fit_experiment(experiment, Path(args.runs), args.arm, args.seeds, args.resume, args.overwrite, args.logger, args.data_root)
-    print(format_markdown(summary))
-    print(f"summary: {Path(args.runs) / experiment.name / 'summary.md'}")
+    if "protocols" in summary:
+        print(format_markdown(summary))
+        print(f"summary: {Path(args.runs) / experiment.name / 'summary.md'}")
     return 1 if summary["failures"] else 0
 
 

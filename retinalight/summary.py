@@ -115,13 +115,14 @@ def format_markdown(summary: dict) -> str:
         lines += [
             f"## Protocol `{protocol}`: {PROTOCOLS[protocol]}",
             "",
-            "Pooled over all test pixels; mean +- std over seeds.",
+            "Pooled over all test pixels; mean +- std over seeds (std shown from two seeds on).",
             "",
             header,
             "|" + "---|" * (len(LABELS) + 4),
         ]
         for arm, row in block["arms"].items():
-            cells = " | ".join(f"{row['mean'][k]:.4f} +- {row['std'][k]:.4f}" for k in METRICS)
+            spread = len(row["seeds"]) > 1  # a std over one seed would read as "no spread"
+            cells = " | ".join(f"{row['mean'][k]:.4f}" + (f" +- {row['std'][k]:.4f}" if spread else "") for k in METRICS)
             lo, hi = row["per_image_f1_ci95"]
             test = row["vs_reference"]
             versus = f"{test['mean_diff']:+.4f}, p={test['p_value']:.3g}" if test else "-"

@@ -58,6 +58,23 @@ def test_saved_predictions_rescore_like_the_run(drive_run, data_root, capsys):
         assert abs(rescored[key] - recorded[key]) < 1e-6, key
 
 
+def test_evaluate_json_matches_sklearn_to_4_decimals(drive_run, data_root, capsys):
+    import numpy as np
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from retinalight.data.datasets import Drive
+    from retinalight.data.io import read_grey
+
+    folder = drive_run / "sa_unet" / "seed0" / "predictions"
+    assert evaluate_main(["--pred-dir", str(folder), "--protocol", "image", "--format", "json", "--data-root", str(data_root)]) == 0
+    pooled = json.loads(capsys.readouterr().out)["pooled"]
+    drive = Drive(data_root)
+    prob = np.concatenate([read_grey(folder / f"{i}.png").ravel() / 255 for i in drive.ids("test")])
+    target = np.concatenate([drive.load(i).vessel.ravel() for i in drive.ids("test")])
+    assert round(pooled["auc"], 4) == round(roc_auc_score(target, prob), 4)
+    assert round(pooled["f1"], 4) == round(f1_score(target, prob > 0.5), 4)
+
+
 def test_evaluate_checkpoint(drive_run, data_root, capsys):
     ckpt = drive_run / "sa_unet" / "seed0" / "checkpoints" / "last.ckpt"
     assert evaluate_main(["--ckpt", str(ckpt), "--protocol", "image", "--data-root", str(data_root)]) == 0
@@ -115,6 +132,48 @@ def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
     assert a == b
 
 
+def test_gpu_switches_run_on_cpu(tmp_path):
+    """bf16 autocast and channels_last are config switches; they must at least run end to end on a CPU."""
+    args = ["--exp", "smoke_synthetic", "--arm", "sa_unet", "--runs", str(tmp_path), "--logger", "none"]
+    assert fit_main([*args, "--set", "trainer.max_epochs=1", "trainer.precision=bf16-mixed", "trainer.channels_last=true"]) == 0
+    assert (tmp_path / "smoke_synthetic" / "sa_unet" / "seed0" / "metrics.json").is_file()
+
+
+def test_summary_has_second_observer_row_when_annotations_exist(data_root, tmp_path):
+    import shutil
+
+    from retinalight.summary import build_summary, format_markdown
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root / "DRIVE", root / "DRIVE")
+    shutil.copytree(root / "DRIVE" / "test" / "1st_manual", root / "DRIVE" / "test" / "2nd_manual")
+    for path in (root / "DRIVE" / "test" / "2nd_manual").iterdir():
+        path.rename(path.with_name(path.name.replace("manual1", "manual2")))
+    runs = tmp_path / "runs"
+    assert (
+        fit_main(
+            [
+                "--exp",
+                "ablation_drive",
+                "--arm",
+                "unet",
+                "--runs",
+                str(runs),
+                "--data-root",
+                str(root),
+                "--logger",
+                "none",
+                "--set",
+                *TINY_DRIVE,
+            ]
+        )
+        == 0
+    )
+    summary = build_summary(load_experiment("ablation_drive"), runs / "ablation_drive", str(root))
+    assert summary["protocols"]["fov"]["second_observer"]["f1"] == 1.0  # a copy of the first observer
+    assert "2nd human observer" in format_markdown(summary)
+
+
 def test_wandb_offline_logging(tmp_path):
     assert (
         fit_main(
@@ -157,3 +216,34 @@ def test_fit_on_missing_data_says_where_to_get_it(tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "drive.grand-challenge.org" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    """DDP on CPU (gloo, 2 processes, the subprocess launcher a cluster uses): every run completes once, each
+    rank draws half of the epoch's samples, and only rank 0 writes results."""
+    overrides = ["trainer.max_epochs=2", "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "retinalight.fit",
+            "--exp",
+            "smoke_synthetic",
+            "--runs",
+            str(tmp_path),
+            "--logger",
+            "csv",
+            "--set",
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("summary: ") == 1
+    for arm in ("unet", "sa_unet"):
+        folder = tmp_path / "smoke_synthetic" / arm / "seed0"
+        assert json.loads((folder / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
+        ckpt = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+        assert ckpt["global_step"] == 4  # 16 samples / batch 4 / 2 ranks = 2 steps per epoch, 2 epochs

@@ -28,20 +28,22 @@ PROTOCOLS = {
 }
 
 
-def metric_collection(threshold: float = 0.5, auc_thresholds: int | None = None, prefix: str = "") -> MetricCollection:
+def metric_collection(threshold: float = 0.5, auc_thresholds: int | None = None, prefix: str = "", sync: bool = True) -> MetricCollection:
     """torchmetrics collection of the six metrics. Pass probabilities, never logits.
 
     `auc_thresholds=None` is the exact ROC AUC (keeps every pixel); an int bins it (constant memory), which
-    is what per-epoch validation uses.
+    is what per-epoch validation uses. `sync=False` scores in this process only, even under DDP (testing
+    runs on rank 0 alone).
     """
+    kw = {"sync_on_compute": sync}
     return MetricCollection(
         {
-            "se": BinaryRecall(threshold),
-            "sp": BinarySpecificity(threshold),
-            "acc": BinaryAccuracy(threshold),
-            "f1": BinaryF1Score(threshold),
-            "mcc": BinaryMatthewsCorrCoef(threshold),
-            "auc": BinaryAUROC(thresholds=auc_thresholds),
+            "se": BinaryRecall(threshold, **kw),
+            "sp": BinarySpecificity(threshold, **kw),
+            "acc": BinaryAccuracy(threshold, **kw),
+            "f1": BinaryF1Score(threshold, **kw),
+            "mcc": BinaryMatthewsCorrCoef(threshold, **kw),
+            "auc": BinaryAUROC(thresholds=auc_thresholds, **kw),
         },
         prefix=prefix,
     )
@@ -97,7 +99,7 @@ def evaluate_predictions(predictions: Iterable[Prediction], protocol: str = "fov
     """Score a test set: pooled (one confusion matrix and one exact ROC over all pixels) and per image
     (with mean and std over images). Returns the JSON layout of `retinalight.evaluate`."""
     check_protocol(protocol)
-    pooled = metric_collection(threshold)
+    pooled = metric_collection(threshold, sync=False)
     per_image = []
     for pred in predictions:
         if pred.prob.shape != pred.vessel.shape:
@@ -108,7 +110,7 @@ def evaluate_predictions(predictions: Iterable[Prediction], protocol: str = "fov
         target = target.long()
         with exact_counting_kernels():
             pooled.update(prob, target)
-            per_image.append({"id": pred.id, **_as_dict(metric_collection(threshold)(prob, target))})
+            per_image.append({"id": pred.id, **_as_dict(metric_collection(threshold, sync=False)(prob, target))})
     if not per_image:
         raise ValueError("no predictions to evaluate")
     table = np.array([[row[k] for k in METRICS] for row in per_image])

@@ -120,6 +120,6 @@ def runet(in_channels: int = 3, base_width: int = 16, depth: int = 4, t: int = 2
 
 
 @register_model("retina_gan_generator")
-def retina_gan_generator(in_channels: int = 3, base_width: int = 16, depth: int = 4, t: int = 2, residual: bool = False) -> R2UNet:
-    """Retina-GAN's generator: RU-Net + Retina-Attention (FOV mask on the second-to-last feature map)."""
+def retina_gan_generator(in_channels: int = 3, base_width: int = 16, depth: int = 4, t: int = 2, residual: bool = True) -> R2UNet:
+    """Retina-GAN's generator: R2U-Net + Retina-Attention (FOV mask on the second-to-last feature map)."""
     return R2UNet(in_channels, base_width=base_width, depth=depth, t=t, residual=residual, fov_attention=True)

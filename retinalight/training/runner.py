@@ -211,6 +211,7 @@ def fit_experiment(
     A run that fails is reported in one line (traceback in its folder's error.log) and the others go on."""
     import shutil
 
+    from lightning.pytorch.utilities import rank_zero_only
     from tqdm.auto import tqdm
 
     from retinalight.summary import write_summary
@@ -223,7 +224,7 @@ def fit_experiment(
     for config in bar:
         folder = run_dir(runs_root, config)
         bar.set_postfix_str(f"{config.arm} seed {config.seed}")
-        if overwrite and folder.exists():
+        if overwrite and folder.exists() and rank_zero_only.rank == 0:
             shutil.rmtree(folder)
         if is_complete(folder):
             echo(f"{config.arm} seed {config.seed}: complete, reusing {folder}")
@@ -245,6 +246,8 @@ def fit_experiment(
                 + " ".join(f"{k}={pooled[k]:.4f}" for k in METRICS)
                 + f" ({config.evaluation.protocols[0]})"
             )
+    if rank_zero_only.rank != 0:  # DDP ranks > 0 (re-launched scripts) leave the summary to rank 0
+        return {"failures": failures}
     summary = write_summary(experiment, Path(runs_root) / experiment.name, data_root)
     summary["failures"] = failures
     return summary
