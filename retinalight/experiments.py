@@ -248,6 +248,8 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
             raise ConfigError(f"{where}: needs a model (e.g. model: {{name: sa_unet}})")
         _check_keys(spec, ARM_KEYS, where)
         sections = {k: _build(cls, deep_merge(raw.get(k) or {}, spec.get(k) or {}), k, where) for k, cls in SECTIONS.items()}
+        for name, section in sections.items():
+            _check_choices(name, section, where)
         arms[arm] = {"model": _model(spec["model"], f"{where}.model"), "paper": spec.get("paper") or {}, "sections": sections}
     run_arms = raw.get("run_arms") or list(arms)
     for arm in run_arms:
@@ -267,6 +269,25 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
         paper=raw.get("paper") or {},
         run_arms=run_arms,
     )
+
+
+# Values with a fixed set of choices, checked at load so that a typo fails before any training.
+CHOICES = {
+    ("data", "dataset"): ("drive", "chase_db1", "synthetic"),
+    ("data", "val_mode"): ("holdout", "augmented"),
+    ("evaluation", "test_checkpoint"): ("last", "best"),
+    ("evaluation", "protocols"): ("fov", "image"),
+}
+
+
+def _check_choices(section: str, config: Any, where: str) -> None:
+    for (name, key), allowed in CHOICES.items():
+        if name != section:
+            continue
+        value = getattr(config, key)
+        for item in value if isinstance(value, list) else [value]:
+            if item not in allowed:
+                raise ConfigError(f"'{_join(where, f'{section}.{key}')}' = {item!r}: choose from {', '.join(allowed)}{close_matches(str(item), allowed)}")
 
 
 def _model(spec: Any, where: str) -> ModelConfig:

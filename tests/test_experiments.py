@@ -38,6 +38,8 @@ def test_quick_profile_and_overrides():
         (["arms.sa_unte.model.drop_rate=0.1"], "unknown arm 'sa_unte' (did you mean sa_unet"),
         (["dta.batch_size=2"], "unknown key 'dta' (did you mean data?)"),
         (["nonsense"], "is not key=value"),
+        (["evaluation.protocols=[fov,imag]"], "'arms.unet.evaluation.protocols' = 'imag': choose from fov, image (did you mean image?)"),
+        (["evaluation.test_checkpoint=best_val"], "choose from last, best"),
     ],
 )
 def test_config_errors_name_file_key_and_nearest(overrides, message):

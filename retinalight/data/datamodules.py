@@ -34,9 +34,9 @@ def channel_stats(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def image_to_tensor(image: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
     """HxWx3 uint8 -> 3xHxW float, standardised per channel with `stats` (default: the image's own).
 
-    Per-image standardisation trains several times faster than /255 and evens out colour differences
-    between cameras. Training crops pass the stats of their whole source image, so that train and test
-    inputs are normalised alike."""
+    The SA-UNet code divides by 255; per-image standardisation (a common choice, and what retinalight uses
+    for every model) evens out colour and exposure differences between cameras. Training crops pass the
+    stats of their whole source image, so that train and test inputs are normalised alike."""
     mean, std = stats if stats is not None else channel_stats(image)
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255)
     return (x - torch.from_numpy(mean)[:, None, None]) / torch.from_numpy(std)[:, None, None]

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 import lightning as L
+import torch
 import yaml
 
 from retinalight.cli import resolve_data_root
@@ -154,11 +155,9 @@ def fit_run(
     if trainer.global_rank != 0:
         return None
     if config.evaluation.test_checkpoint == "best" and has_val and best.best_model_path:
-        import torch
-
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-    metrics = test_run(module.model.cpu(), datamodule, config, folder)
+    metrics = test_run(module.model.to(trainer.strategy.root_device), datamodule, config, folder)
     params, buffers = count_parameters(module.model)
     summary = {
         "experiment": config.experiment,
