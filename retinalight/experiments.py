@@ -287,7 +287,9 @@ def _check_choices(section: str, config: Any, where: str) -> None:
         value = getattr(config, key)
         for item in value if isinstance(value, list) else [value]:
             if item not in allowed:
-                raise ConfigError(f"'{_join(where, f'{section}.{key}')}' = {item!r}: choose from {', '.join(allowed)}{close_matches(str(item), allowed)}")
+                raise ConfigError(
+                    f"'{_join(where, f'{section}.{key}')}' = {item!r}: choose from {', '.join(allowed)}{close_matches(str(item), allowed)}"
+                )
 
 
 def _model(spec: Any, where: str) -> ModelConfig:
