@@ -46,6 +46,25 @@ def test_dropblock_is_random_in_train_mode_only():
         assert torch.equal(model(x), model(x))
 
 
+def test_dropblock_drops_whole_blocks_at_the_configured_rate():
+    from retinalight.models.blocks import DropBlock
+
+    torch.manual_seed(0)
+    layer = DropBlock(0.18, block_size=7).train()
+    out = layer(torch.ones(8, 4, 64, 64))
+    dropped = out == 0
+    # overlapping blocks make the dropped share a little lower than drop_rate, as in the Keras layer
+    assert 0.13 < dropped.float().mean() < 0.19
+    assert torch.allclose(out[~dropped], out[~dropped][0]) and abs(out.mean().item() - 1) < 1e-4  # rescaled by numel / kept
+    # the dropped mask is a union of whole 7x7 blocks: a 7x7 morphological opening leaves it unchanged
+    mask = dropped.float().view(-1, 1, 64, 64)
+    eroded = -torch.nn.functional.max_pool2d(-mask, 7, stride=1)
+    opened = torch.nn.functional.max_pool2d(torch.nn.functional.pad(eroded, (6, 6, 6, 6)), 7, stride=1)
+    assert torch.equal(opened, mask)
+    layer.eval()
+    assert torch.equal(layer(torch.ones(1, 1, 8, 8)), torch.ones(1, 1, 8, 8))
+
+
 def test_input_not_divisible_fails_clearly():
     with pytest.raises(ValueError, match="divisible by 8"):
         create_model("unet")(torch.rand(1, 3, 60, 60))

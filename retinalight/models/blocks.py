@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from timm.layers import DropBlock2d
 from torch import nn
 
 
@@ -23,13 +22,40 @@ class SpatialAttention(nn.Module):
         return x * self.attention_map(x)
 
 
-def dropblock(drop_rate: float, block_size: int) -> nn.Module:
-    """timm's DropBlock2d set up as the official SA-UNet Keras layer: one mask per channel, output rescaled by
-    numel / kept, inactive in eval mode. Difference: timm may seed a block centre near the border (the
-    block is clipped there); the Keras layer seeds only where a whole block fits. Same gamma formula."""
-    if drop_rate <= 0:
-        return nn.Identity()
-    return DropBlock2d(drop_prob=drop_rate, block_size=block_size, couple_channels=False)
+class DropBlock(nn.Module):
+    """DropBlock (Ghiasi et al. 2018) as the official SA-UNet Keras layer: seeds only where a whole
+    block_size x block_size block fits, with gamma = drop_rate / bs^2 * HW / ((H-bs+1)(W-bs+1)), one mask per
+    channel, output rescaled by numel / kept; identity in eval mode.
+
+    Written here rather than taken from timm (`DropBlock2d`) because timm also seeds blocks that the border
+    clips, and its 7x7 max-pool mask made a CPU training step of SA-UNet about 2x slower; this version paints
+    the few seeded blocks directly (about 4x faster than timm's mask on 4x16x128x128).
+    """
+
+    def __init__(self, drop_rate: float, block_size: int = 7):
+        super().__init__()
+        self.drop_rate, self.block_size = drop_rate, block_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_rate <= 0:
+            return x
+        batch, channels, height, width = x.shape
+        size = min(self.block_size, height, width)
+        valid_h, valid_w = height - size + 1, width - size + 1
+        gamma = self.drop_rate / size**2 * height * width / (valid_h * valid_w)
+        with torch.no_grad():
+            seeds = torch.nonzero(torch.rand(batch * channels, valid_h, valid_w, device=x.device) < gamma)
+            offsets = torch.arange(size, device=x.device)
+            rows = (seeds[:, 1:2] + offsets)[:, :, None]
+            cols = (seeds[:, 2:3] + offsets)[:, None, :]
+            keep = torch.ones(batch * channels * height * width, device=x.device, dtype=x.dtype)
+            keep[((seeds[:, 0, None, None] * height + rows) * width + cols).reshape(-1)] = 0
+            keep = keep.view_as(x)
+            keep.mul_(keep.numel() / keep.sum().clamp(min=1))
+        return x * keep
+
+    def extra_repr(self) -> str:
+        return f"drop_rate={self.drop_rate}, block_size={self.block_size}"
 
 
 class ConvBlock(nn.Sequential):
@@ -41,11 +67,13 @@ class ConvBlock(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, drop_rate: float = 0.0, block_size: int = 7, batch_norm: bool = False):
         layers: list[nn.Module] = []
         for c_in in (in_channels, out_channels):
-            layers += [nn.Conv2d(c_in, out_channels, 3, padding=1), dropblock(drop_rate, block_size)]
+            layers.append(nn.Conv2d(c_in, out_channels, 3, padding=1))
+            if drop_rate > 0:
+                layers.append(DropBlock(drop_rate, block_size))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(out_channels))
             layers.append(nn.ReLU(inplace=True))
-        super().__init__(*(m for m in layers if not isinstance(m, nn.Identity)))
+        super().__init__(*layers)
 
 
 def check_divisible(x: torch.Tensor, factor: int, model: str) -> None:
