@@ -20,7 +20,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m retinalight.fit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--exp", help=f"experiment name in experiments/ or a path to a YAML file ({', '.join(list_experiments())})")
-    parser.add_argument("--arm", nargs="+", default=None, help="only these arms (default: all)")
+    parser.add_argument(
+        "--arm",
+        nargs="+",
+        default=None,
+        help="only these arms (default: the experiment's run_arms, which is every arm unless the profile names some)",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default: the experiment's)")
     parser.add_argument(
         "--profile", default=DEFAULT_PROFILE, help="'paper' (full schedule, default) or a profile of the file, e.g. 'quick'"
