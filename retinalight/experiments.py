@@ -123,12 +123,6 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, raw: dict) -> RunConfig:
-        sections = {k: _build(c, raw.get(k, {}), k, "config") for k, c in SECTIONS.items()}
-        model = ModelConfig(raw["model"]["name"], dict(raw["model"].get("kwargs", {})))
-        return cls(raw["experiment"], raw["arm"], int(raw["seed"]), model, **sections)
-
 
 @dataclass
 class Experiment:
@@ -138,7 +132,6 @@ class Experiment:
     profile: str
     seeds: list[int]
     arms: dict[str, dict]  # arm -> {"model": ModelConfig, "paper": {...}, sections...}
-    sections: dict[str, Any]
     paper: dict = field(default_factory=dict)  # {"source", "protocol", "reference_arm"}
     run_arms: list[str] = field(default_factory=list)  # arms run when --arm is not given
 
@@ -265,7 +258,6 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
         profile=profile,
         seeds=seeds,
         arms=arms,
-        sections={k: raw.get(k) or {} for k in SECTIONS},
         paper=raw.get("paper") or {},
         run_arms=run_arms,
     )
