@@ -7,6 +7,7 @@ a run with workers and a DDP run all see the same data as a plain single-process
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,7 @@ class RetinaDataModule(L.LightningDataModule):
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
 
-    @property
+    @functools.cached_property
     def size(self) -> tuple[int, int]:
         """Padded network input (height, width)."""
         height, width = self.reader.load(self.reader.ids("training")[0]).image.shape[:2]

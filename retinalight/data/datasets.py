@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,7 @@ class RetinaDataset:
         files = self.files(id)
         image = read_rgb(files.image)
         vessel = read_binary(files.vessel)
-        fov = read_binary(files.fov) if files.fov else compute_fov(image)
+        fov = read_binary(files.fov) if files.fov else computed_fov(files.image)
         for what, array in (("annotation", vessel), ("FOV mask", fov)):
             if array.shape != image.shape[:2]:
                 raise DataFileError(
@@ -84,6 +85,14 @@ class RetinaDataset:
         """The second human observer's annotation where the user's copy has it (optional)."""
         path = self.files(id).second_observer
         return read_binary(path) if path and path.is_file() else None
+
+
+@functools.lru_cache(maxsize=512)
+def computed_fov(image_path: Path) -> np.ndarray:
+    """FOV mask computed from an image file, once per process (read-only)."""
+    fov = compute_fov(read_rgb(image_path))
+    fov.setflags(write=False)
+    return fov
 
 
 class Drive(RetinaDataset):
