@@ -101,6 +101,17 @@ def test_training_samples_depend_only_on_seed_and_key(data_root):
     assert torch.equal(first["image"], second["image"]) and torch.equal(first["vessel"], second["vessel"])
 
 
+def test_paper_style_augmented_validation(data_root):
+    dm = DriveDataModule(data_root, batch_size=2, samples_per_epoch=2, val_mode="augmented", val_count=3, augment={"rotate": {"p": 1.0}})
+    dm.setup()
+    assert len(dm.train_samples) == 20 and not dm.val_samples  # every original image trains: validation leaks
+    batches = list(dm.val_dataloader())
+    assert len(batches) == 3 and batches[0]["image"].shape == (1, 3, 592, 592)
+    assert torch.equal(batches[0]["image"], next(iter(dm.val_dataloader()))["image"])  # the same copies every epoch
+    with pytest.raises(ConfigError, match="val_mode"):
+        DriveDataModule(data_root, val_mode="leaky")
+
+
 def test_holdout_split_is_seeded():
     ids = [str(i) for i in range(20)]
     train, val = split_holdout(ids, 4, seed=0)
@@ -169,6 +180,17 @@ def test_check_names_corrupt_and_missing_files(drive_copy, capsys):
     assert len(problems) == 2
     assert any("25_training.tif: corrupt" in p for p in problems) and any("07_test_mask.gif: missing" in p for p in problems)
     assert "38/40" in out
+
+
+def test_check_names_annotation_of_other_size(drive_copy, data_root, capsys):
+    from PIL import Image
+
+    Image.open(data_root / "DRIVE/training/1st_manual/30_manual1.gif").crop((0, 0, 500, 500)).save(
+        drive_copy / "DRIVE/training/1st_manual/30_manual1.gif"
+    )
+    assert data_main(["check", "--dataset", "drive", "--no-checksums", "--data-root", str(drive_copy)]) == 1
+    problems = [line for line in capsys.readouterr().out.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1 and "30_manual1.gif: size differs from its image (565x584)" in problems[0]
 
 
 def test_check_flags_modified_file(drive_copy, capsys):
