@@ -81,11 +81,7 @@ class SegmentationModule(L.LightningModule):
             with exact_counting_kernels():
                 self.val_metrics.update(prob, target.long())
         self.log_dict(self.val_metrics, prog_bar=False, batch_size=len(logits))
-
-    def on_validation_epoch_end(self) -> None:  # Lightning computes val_metrics after this hook
-        metrics = self.trainer.callback_metrics
-        if "val/auc" in metrics:
-            self.log("val_auc", metrics["val/auc"], prog_bar=True, logger=False)
+        self.log("val_auc", self.val_metrics["auc"], prog_bar=True, logger=False, batch_size=len(logits))
 
     def configure_optimizers(self):
         opt = self.hparams.optimizer
