@@ -54,8 +54,7 @@ def build_augmentation(
 
 
 def _make(cls: type, params: dict[str, Any], name: str):
-    if isinstance(params.get("std_range"), list):
-        params["std_range"] = tuple(params["std_range"])
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}  # YAML lists -> the tuples albumentations expects
     try:  # an unknown argument is a UserWarning in albumentations 2.x: make it an error
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)
