@@ -14,16 +14,15 @@ import json
 
 from retinalight.cli import add_data_root, resolve_data_root, run_main
 from retinalight.data.datasets import SPLITS, get_dataset
-from retinalight.metrics.segmentation import METRICS, PROTOCOLS, Prediction, evaluate_predictions
+from retinalight.metrics.segmentation import METRICS, PROTOCOLS, evaluate_predictions
 
 
 def evaluate_checkpoint(ckpt: str, reader, split: str, protocol: str) -> dict:
     """Run a checkpoint on a split and score it."""
-    from retinalight.inference import load_checkpoint, predict_probability
+    from retinalight.inference import load_checkpoint, predict_samples
 
     model, _ = load_checkpoint(ckpt)
-    predictions = [Prediction(s.id, predict_probability(model, s.image, s.fov), s.vessel, s.fov) for s in reader.load_split(split)]
-    return {"dataset": reader.name, "split": split, **evaluate_predictions(predictions, protocol)}
+    return {"dataset": reader.name, "split": split, **evaluate_predictions(predict_samples(model, reader.load_split(split)), protocol)}
 
 
 def format_table(result: dict) -> str:

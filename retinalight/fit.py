@@ -49,7 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--list-models", action="store_true", help="print the model registry and exit")
     add_data_root(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides (the form a W&B sweep agent passes)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.exp and not args.list_models:
+        parser.error("--exp is required (e.g. --exp ablation_drive)")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,8 +61,6 @@ def main(argv: list[str] | None = None) -> int:
         from retinalight.models.__main__ import main as list_models_main
 
         return list_models_main([])
-    if not args.exp:
-        raise SystemExit("error: --exp is required (e.g. --exp ablation_drive); see --help")
     experiment = load_experiment(args.exp, args.profile, [*args.set, *args.overrides])
     from retinalight.summary import format_markdown
     from retinalight.training.runner import fit_experiment

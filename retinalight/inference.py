@@ -11,6 +11,7 @@ from torch import nn
 from retinalight.data.datamodules import image_to_tensor
 from retinalight.data.geometry import pad, padded_size
 from retinalight.errors import DataFileError
+from retinalight.metrics.segmentation import Prediction
 
 
 @torch.no_grad()
@@ -24,6 +25,12 @@ def predict_probability(model: nn.Module, image: np.ndarray, fov: np.ndarray, mu
     mask = torch.from_numpy(pad(fov, size)[0]).float()[None, None].to(device)
     prob = torch.sigmoid(model(x, mask).float())[0, 0]
     return region.crop(prob).cpu().numpy()
+
+
+def predict_samples(model: nn.Module, samples, multiple: int = 16) -> list[Prediction]:
+    """Predictions for dataset samples, quantised to 8 bits (round(probability x 255) / 255): the form a run
+    saves in predictions/, so a run's metrics, `evaluate --ckpt` and `evaluate --pred-dir` agree exactly."""
+    return [Prediction(s.id, (predict_probability(model, s.image, s.fov, multiple) * 255).round() / 255, s.vessel, s.fov) for s in samples]
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:

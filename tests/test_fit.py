@@ -76,10 +76,15 @@ def test_evaluate_json_matches_sklearn_to_4_decimals(drive_run, data_root, capsy
 
 
 def test_evaluate_checkpoint(drive_run, data_root, capsys):
-    ckpt = drive_run / "sa_unet" / "seed0" / "checkpoints" / "last.ckpt"
-    assert evaluate_main(["--ckpt", str(ckpt), "--protocol", "image", "--data-root", str(data_root)]) == 0
+    folder = drive_run / "sa_unet" / "seed0"
+    assert evaluate_main(["--ckpt", str(folder / "checkpoints" / "last.ckpt"), "--protocol", "image", "--data-root", str(data_root)]) == 0
     out = capsys.readouterr().out
     assert "protocol image" in out and out.count("\n") > 20
+    assert evaluate_main(["--ckpt", str(folder / "checkpoints" / "last.ckpt"), "--format", "json", "--data-root", str(data_root)]) == 0
+    pooled = json.loads(capsys.readouterr().out)["pooled"]
+    recorded = json.loads((folder / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
+    for key in ("se", "sp", "acc", "f1", "mcc", "auc"):  # the tested checkpoint re-scores like the run
+        assert abs(pooled[key] - recorded[key]) < 1e-6, key
 
 
 def test_complete_runs_are_reused(drive_run, data_root, capsys):

@@ -17,12 +17,20 @@ def read_rgb(path: str | Path) -> np.ndarray:
 
 
 def read_binary(path: str | Path) -> np.ndarray:
-    """A binary map (annotation or FOV mask) as HxW bool; any value other than 0/255 is an error."""
-    grey = _decode(str(path), "L")
+    """A binary map (annotation or FOV mask) as HxW bool (cached; treat as read-only); any value other
+    than 0/255 is an error."""
+    return _decode_binary(str(path))
+
+
+@functools.lru_cache(maxsize=512)
+def _decode_binary(path: str) -> np.ndarray:
+    grey = _open(path, "L")
     values = np.unique(grey)
     if not np.isin(values, (0, 255)).all():
         raise DataFileError(f"{path}: not binary (values {values[:6].tolist()}...), expected 0 and 255")
-    return grey > 127
+    mask = grey > 127
+    mask.setflags(write=False)
+    return mask
 
 
 def read_grey(path: str | Path) -> np.ndarray:

@@ -24,8 +24,8 @@ from retinalight.data.datamodules import DATAMODULES
 from retinalight.data.io import write_grey
 from retinalight.errors import ConfigError, RetinalightError
 from retinalight.experiments import Experiment, RunConfig
-from retinalight.inference import predict_probability
-from retinalight.metrics.segmentation import METRICS, Prediction, evaluate_predictions
+from retinalight.inference import predict_samples
+from retinalight.metrics.segmentation import METRICS, evaluate_predictions
 from retinalight.models import count_parameters
 from retinalight.provenance import provenance
 from retinalight.training.segmentation import SegmentationModule
@@ -178,12 +178,9 @@ def fit_run(
 
 def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
     """Predict every test image at original size, save predictions/<id>.png (probability x 255), score them."""
-    predictions = []
-    for sample in datamodule.test_samples():
-        # score exactly what is saved (8-bit), so any tool re-scoring predictions/ gets the same numbers
-        grey = (predict_probability(model, sample.image, sample.fov, config.data.pad_multiple) * 255).round()
-        write_grey(folder / "predictions" / f"{sample.id}.png", grey)
-        predictions.append(Prediction(sample.id, grey.astype("float32") / 255, sample.vessel, sample.fov))
+    predictions = predict_samples(model, datamodule.test_samples(), config.data.pad_multiple)
+    for pred in predictions:
+        write_grey(folder / "predictions" / f"{pred.id}.png", (pred.prob * 255).round())
     results = {p: evaluate_predictions(predictions, p, config.evaluation.threshold) for p in config.evaluation.protocols}
     with open(folder / "per_image.csv", "w", newline="") as f:
         writer = csv.writer(f)
