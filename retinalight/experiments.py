@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import hashlib
+import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,10 +34,11 @@ class DataConfig:
     batch_size: int = 8
     samples_per_epoch: int = 256
     crop_size: int | None = None  # None: whole padded images
-    val_count: int = 4
+    crop_sampling: str = "uniform"  # crop centres: uniform, fov (inside the FOV), vessel (half on vessels)
+    val_count: int = 0  # original training images held out for validation (0: train on all, as the paper)
     val_seed: int = 0
-    val_mode: str = "holdout"
-    augment: dict = field(default_factory=dict)
+    val_mode: str = "holdout"  # holdout | augmented (the paper's, leaks) | test (monitoring curve only)
+    augment: dict | str = field(default_factory=dict)  # {name: kwargs} or a preset name ("official")
     pad_multiple: int = 16
     num_workers: int = 0
     dataset_kwargs: dict = field(default_factory=dict)
@@ -50,8 +54,10 @@ class LossConfig:
 class OptimizerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
+    schedule: str = "multistep"  # multistep (by epoch: milestones, gamma) | cosine (by step, after warm-up)
     milestones: list = field(default_factory=lambda: [100])  # epochs where lr is multiplied by gamma
     gamma: float = 0.1
+    warmup_steps: int = 0  # linear warm-up from lr/10 (cosine schedule)
 
 
 @dataclass
@@ -107,7 +113,11 @@ SECTIONS = {
 
 @dataclass
 class RunConfig:
-    """Everything one training run needs: written to its run folder as config.yaml."""
+    """Everything one training run needs: written to its run folder as config.yaml.
+
+    `profile` and `overrides` record how it was asked for; its identity (`identity`, `config_hash`) is
+    the resolved values alone, so two configs never share a run folder and the same config always does.
+    """
 
     experiment: str
     arm: str
@@ -119,9 +129,47 @@ class RunConfig:
     trainer: TrainerConfig
     evaluation: EvaluationConfig
     logger: LoggerConfig
+    profile: str = DEFAULT_PROFILE
+    overrides: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def identity(self) -> dict:
+        """The values that decide what a run computes: all but the seed (a folder level of its own), how the
+        config was asked for, where the data lives and where curves are logged."""
+        return self.identity_of(self.to_dict())
+
+    @staticmethod
+    def identity_of(values: dict) -> dict:
+        values = copy.deepcopy(values)
+        for key in ("seed", "profile", "overrides", "logger"):
+            values.pop(key, None)
+        values["data"].pop("data_root", None)
+        return values
+
+    def config_hash(self) -> str:
+        return config_hash(self.identity())
+
+
+def config_hash(values: dict) -> str:
+    """Eight hex digits of the SHA-256 of canonical JSON: the run folder's name says which config it holds."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = sorted(set(old) | set(new), key=str)
+    out = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, name + ".")
+        elif a != b:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
 
 
 @dataclass
@@ -134,12 +182,21 @@ class Experiment:
     arms: dict[str, dict]  # arm -> {"model": ModelConfig, "paper": {...}, sections...}
     paper: dict = field(default_factory=dict)  # {"source", "protocol", "reference_arm"}
     run_arms: list[str] = field(default_factory=list)  # arms run when --arm is not given
+    overrides: list[str] = field(default_factory=list)  # --set / bare key=value, as given
 
     def run_config(self, arm: str, seed: int) -> RunConfig:
         if arm not in self.arms:
             raise UnknownNameError(f"{self.name}: unknown arm {arm!r}{close_matches(arm, self.arms)}; arms: {', '.join(self.arms)}")
         spec = self.arms[arm]
-        return RunConfig(self.name, arm, seed, spec["model"], **{k: spec["sections"][k] for k in SECTIONS})
+        sections = {k: copy.deepcopy(spec["sections"][k]) for k in SECTIONS}
+        return RunConfig(
+            self.name, arm, seed, copy.deepcopy(spec["model"]), **sections, profile=self.profile, overrides=list(self.overrides)
+        )
+
+    @property
+    def label(self) -> str:
+        """Profile, plus a short hash of the overrides when there are any: names this invocation's summary."""
+        return self.profile + (f"-{config_hash({'overrides': self.overrides})}" if self.overrides else "")
 
     def paper_numbers(self, arm: str) -> dict[str, float]:
         return self.arms[arm].get("paper") or {}
@@ -243,6 +300,8 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
         sections = {k: _build(cls, deep_merge(raw.get(k) or {}, spec.get(k) or {}), k, where) for k, cls in SECTIONS.items()}
         for name, section in sections.items():
             _check_choices(name, section, where)
+            _check_domains(name, section, where)
+        _check_run(sections, where)
         arms[arm] = {"model": _model(spec["model"], f"{where}.model"), "paper": spec.get("paper") or {}, "sections": sections}
     run_arms = raw.get("run_arms") or list(arms)
     for arm in run_arms:
@@ -260,13 +319,16 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
         arms=arms,
         paper=raw.get("paper") or {},
         run_arms=run_arms,
+        overrides=list(overrides),
     )
 
 
 # Values with a fixed set of choices, checked at load so that a typo fails before any training.
 CHOICES = {
     ("data", "dataset"): ("drive", "chase_db1", "synthetic"),
-    ("data", "val_mode"): ("holdout", "augmented"),
+    ("data", "val_mode"): ("holdout", "augmented", "test"),
+    ("data", "crop_sampling"): ("uniform", "fov", "vessel"),
+    ("optimizer", "schedule"): ("multistep", "cosine"),
     ("evaluation", "test_checkpoint"): ("last", "best"),
     ("evaluation", "protocols"): ("fov", "image"),
 }
@@ -282,6 +344,76 @@ def _check_choices(section: str, config: Any, where: str) -> None:
                 raise ConfigError(
                     f"'{_join(where, f'{section}.{key}')}' = {item!r}: choose from {', '.join(allowed)}{close_matches(str(item), allowed)}"
                 )
+
+
+def _positive(v) -> bool:
+    return v > 0 and math.isfinite(v)
+
+
+def _at_least(bound):
+    return lambda v: v >= bound
+
+
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+
+
+# Values with a domain, checked at load so that a bad value fails before any data is read: (section, key) ->
+# (test, what the value must be). None passes where the type allows it (e.g. crop_size: null).
+DOMAINS = {
+    ("data", "batch_size"): (_at_least(1), "an integer >= 1"),
+    ("data", "samples_per_epoch"): (_at_least(1), "an integer >= 1"),
+    ("data", "crop_size"): (lambda v: v >= 16 and v % 16 == 0, "null (whole images) or a multiple of 16 >= 16"),
+    ("data", "val_count"): (_at_least(0), "an integer >= 0"),
+    ("data", "pad_multiple"): (lambda v: v >= 16 and v % 16 == 0, "a multiple of 16 (the networks halve the input up to 4 times)"),
+    ("data", "num_workers"): (_at_least(0), "an integer >= 0"),
+    ("loss", "pos_weight"): (_positive, "null or a number > 0"),
+    ("loss", "dice_weight"): (_at_least(0), "a number >= 0"),
+    ("optimizer", "lr"): (lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)"),
+    ("optimizer", "weight_decay"): (_at_least(0), "a number >= 0"),
+    ("optimizer", "gamma"): (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("optimizer", "milestones"): (lambda v: all(isinstance(m, int) and m >= 1 for m in v), "a list of epochs (integers >= 1)"),
+    ("optimizer", "warmup_steps"): (_at_least(0), "an integer >= 0"),
+    ("trainer", "max_epochs"): (_at_least(1), "an integer >= 1"),
+    ("trainer", "log_every_n_steps"): (_at_least(1), "an integer >= 1"),
+    ("trainer", "check_val_every_n_epoch"): (_at_least(1), "an integer >= 1"),
+    ("trainer", "precision"): (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    ("trainer", "devices"): (
+        lambda v: v == "auto" or (isinstance(v, int) and v >= 1) or isinstance(v, list),
+        "auto, a count >= 1 or a list of ids",
+    ),
+    ("evaluation", "threshold"): (lambda v: 0 < v < 1, "a probability between 0 and 1 (exclusive)"),
+    ("evaluation", "val_auc_thresholds"): (_at_least(2), "null (exact) or an integer >= 2"),
+}
+TRAINING_IMAGES = {"drive": 20, "chase_db1": 20}  # the official training splits
+
+
+def _check_domains(section: str, config: Any, where: str) -> None:
+    for (name, key), (test, must) in DOMAINS.items():
+        value = getattr(config, key) if name == section else None
+        if value is not None and not test(value):
+            raise ConfigError(f"'{_join(where, f'{section}.{key}')}' = {value!r}: must be {must}")
+
+
+def _check_run(sections: dict, where: str) -> None:
+    """Checks that span keys: held-out images against the dataset, and a test-set curve that selects nothing."""
+    from retinalight.data.transforms import build_augmentation
+
+    data, evaluation = sections["data"], sections["evaluation"]
+    try:  # typos in augmentation names or arguments fail here, not in the first training step
+        build_augmentation(data.augment, (64, 64))
+    except ConfigError as err:
+        raise ConfigError(f"'{_join(where, 'data.augment')}': {err}") from None
+    count = data.dataset_kwargs.get("count", 16)  # synthetic: the last quarter is the test split
+    available = TRAINING_IMAGES.get(data.dataset) or count - max(1, count // 4)
+    if data.val_mode == "holdout" and available and data.val_count >= available:
+        raise ConfigError(
+            f"'{_join(where, 'data.val_count')}' = {data.val_count}: {data.dataset} has {available} training images; hold out at most {available - 1}"
+        )
+    if data.val_mode == "test" and evaluation.test_checkpoint != "last":
+        raise ConfigError(
+            f"'{_join(where, 'evaluation.test_checkpoint')}' = {evaluation.test_checkpoint!r}: with data.val_mode=test the curve is drawn "
+            "on the test images, which must never select a checkpoint; use test_checkpoint: last, or val_mode: holdout"
+        )
 
 
 def _model(spec: Any, where: str) -> ModelConfig:

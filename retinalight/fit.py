@@ -62,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return list_models_main([])
     experiment = load_experiment(args.exp, args.profile, [*args.set, *args.overrides])
-    from retinalight.summary import format_markdown
+    from retinalight.summary import format_markdown, summary_paths
     from retinalight.training.runner import fit_experiment
 
     summary = fit_experiment(experiment, Path(args.runs), args.arm, args.seeds, args.resume, args.overwrite, args.logger, args.data_root)
     if "protocols" in summary:
         print(format_markdown(summary))
-        print(f"summary: {Path(args.runs) / experiment.name / 'summary.md'}")
+        print(f"summary: {summary_paths(experiment, Path(args.runs))[1]}")
     return 1 if summary["failures"] else 0
 
 

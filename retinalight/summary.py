@@ -1,8 +1,11 @@
-"""Experiment summaries rebuilt from run folders (never from memory): summary.json and summary.md.
+"""Experiment summaries rebuilt from run folders (never from memory): summary-<label>.json and .md.
 
-For each protocol: mean +- std over seeds of the pooled metrics, the paper's numbers beside ours, and
-whether each arm's difference is real: a 95% bootstrap interval of mean per-image F1, and a paired test
-(Wilcoxon signed-rank over test images) of each arm against the reference arm.
+A summary reads exactly the run folders of this invocation's configs (profile and overrides included), so
+runs of different configs never share a row. For each protocol: mean +- std over seeds of the pooled
+metrics, the paper's numbers beside ours, and each arm's difference to the reference arm with a 95%
+hierarchical bootstrap interval (seeds resampled, then test images), which accounts for both the
+training-seed spread and the image sample. With one seed per arm the seed spread is unknown, and the table
+says so instead of printing an interval.
 """
 
 from __future__ import annotations
@@ -11,45 +14,65 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from retinalight.experiments import Experiment
 from retinalight.metrics.segmentation import METRICS, PROTOCOLS, Prediction, evaluate_predictions
 
 LABELS = {"se": "SE", "sp": "SP", "acc": "ACC", "f1": "F1", "mcc": "MCC", "auc": "AUC"}
+COMPARED = ("f1", "auc")  # per-image metrics compared between arms
 
 
-def collect_runs(exp_dir: Path) -> dict[str, list[dict]]:
-    """{arm: [metrics.json of each complete seed]} under runs/<exp>/."""
+def collect_runs(experiment: Experiment, runs_root: Path) -> dict[str, list[dict]]:
+    """{arm: [metrics.json of each complete seed]} for the experiment's resolved config of every arm."""
+    from retinalight.training.runner import config_dir
+
     runs: dict[str, list[dict]] = {}
-    for path in sorted(Path(exp_dir).glob("*/seed*/metrics.json")):
-        runs.setdefault(path.parent.parent.name, []).append(json.loads(path.read_text()))
+    for arm in experiment.arms:
+        folder = config_dir(runs_root, experiment.run_config(arm, 0))
+        found = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*/metrics.json"))]
+        if found:
+            runs[arm] = sorted(found, key=lambda r: r["seed"])
     return runs
 
 
-def per_image_f1(runs: list[dict], protocol: str) -> dict[str, float]:
-    """{image id: F1 averaged over seeds}."""
-    values: dict[str, list[float]] = {}
-    for run in runs:
-        for row in run["protocols"][protocol]["per_image"]:
-            values.setdefault(row["id"], []).append(row["f1"])
-    return {k: float(np.mean(v)) for k, v in values.items()}
+def per_image(runs: list[dict], protocol: str, metric: str) -> tuple[list[str], np.ndarray]:
+    """(image ids, seeds x images array of `metric`) over the images every seed scored."""
+    tables = [{row["id"]: row[metric] for row in run["protocols"][protocol]["per_image"]} for run in runs]
+    ids = sorted(set.intersection(*(set(t) for t in tables)))
+    return ids, np.array([[t[i] for i in ids] for t in tables])
 
 
-def bootstrap_ci(values: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean over images."""
+def hierarchical_bootstrap(arm: np.ndarray, reference: np.ndarray | None = None, n: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of mean(arm) - mean(reference) (or of mean(arm) alone), both seeds x images arrays over
+    the same images: resample each arm's seeds, then the images (paired between the arms)."""
     rng = np.random.default_rng(seed)
-    means = values[rng.integers(len(values), size=(n, len(values)))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    images = rng.integers(arm.shape[1], size=(n, arm.shape[1]))
+
+    def resampled_means(values: np.ndarray) -> np.ndarray:
+        seeds = rng.integers(len(values), size=(n, len(values)))
+        # mean over resampled seeds of each seed's mean over resampled images
+        image_means = np.take_along_axis(values[seeds], images[:, None, :].repeat(len(values), axis=1), axis=2).mean(axis=2)
+        return image_means.mean(axis=1)
+
+    diff = resampled_means(arm) - (resampled_means(reference) if reference is not None else 0.0)
+    return float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))
 
 
-def paired_test(arm: dict[str, float], reference: dict[str, float]) -> dict | None:
-    ids = sorted(set(arm) & set(reference))
-    if len(ids) < 2:
-        return None
-    diff = np.array([arm[i] - reference[i] for i in ids])
-    p = float(stats.wilcoxon(diff).pvalue) if np.any(diff) else 1.0
-    return {"mean_diff": float(diff.mean()), "p_value": p, "n_images": len(ids)}
+def compare(arm_runs: list[dict], reference_runs: list[dict], protocol: str) -> dict | None:
+    """Each COMPARED metric's mean per-image difference to the reference, with its hierarchical interval
+    when both arms have two seeds or more (`interval` None otherwise: the seed spread is unknown)."""
+    out = {"seeds": [len(arm_runs), len(reference_runs)]}
+    for metric in COMPARED:
+        ids_a, a = per_image(arm_runs, protocol, metric)
+        ids_r, r = per_image(reference_runs, protocol, metric)
+        common = sorted(set(ids_a) & set(ids_r))
+        if len(common) < 2:
+            return None
+        a = a[:, [ids_a.index(i) for i in common]]
+        r = r[:, [ids_r.index(i) for i in common]]
+        interval = hierarchical_bootstrap(a, r) if len(a) > 1 and len(r) > 1 else None
+        out[metric] = {"mean_diff": float(a.mean() - r.mean()), "ci95": interval, "n_images": len(common)}
+    return out
 
 
 def second_observer(experiment: Experiment, protocol: str, data_root: str | None = None) -> dict | None:
@@ -73,49 +96,68 @@ def second_observer(experiment: Experiment, protocol: str, data_root: str | None
     return evaluate_predictions(predictions, protocol)["pooled"]
 
 
-def build_summary(experiment: Experiment, exp_dir: Path, data_root: str | None = None) -> dict:
-    runs = collect_runs(exp_dir)
-    order = [a for a in experiment.arms if a in runs] + [a for a in runs if a not in experiment.arms]
+def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None = None) -> dict:
+    runs = collect_runs(experiment, runs_root)
     reference = experiment.paper.get("reference_arm", "unet")
     protocols = [p for p in PROTOCOLS if any(p in r["protocols"] for rs in runs.values() for r in rs)]
-    summary = {"experiment": experiment.name, "profile": experiment.profile, "paper": experiment.paper, "protocols": {}}
+    summary = {
+        "experiment": experiment.name,
+        "profile": experiment.profile,
+        "overrides": experiment.overrides,
+        "paper": experiment.paper,
+        "protocols": {},
+    }
     for protocol in protocols:
         rows = {}
-        ref_f1 = per_image_f1(runs[reference], protocol) if reference in runs else {}
-        for arm in order:
-            arm_runs = [r for r in runs[arm] if protocol in r["protocols"]]
+        ref_runs = [r for r in runs.get(reference, []) if protocol in r["protocols"]]
+        for arm, all_runs in runs.items():
+            arm_runs = [r for r in all_runs if protocol in r["protocols"]]
             pooled = np.array([[r["protocols"][protocol]["pooled"][k] for k in METRICS] for r in arm_runs])
-            f1 = per_image_f1(arm_runs, protocol)
+            _, f1 = per_image(arm_runs, protocol, "f1")
             rows[arm] = {
                 "seeds": [r["seed"] for r in arm_runs],
+                "config_hash": arm_runs[0].get("config_hash"),
                 "mean": dict(zip(METRICS, pooled.mean(axis=0).tolist())),
                 "std": dict(zip(METRICS, (pooled.std(axis=0, ddof=1) if len(pooled) > 1 else np.zeros(len(METRICS))).tolist())),
-                "per_image_f1_ci95": bootstrap_ci(np.array(list(f1.values()))),
-                "vs_reference": paired_test(f1, ref_f1) if arm != reference and ref_f1 else None,
-                "paper": experiment.paper_numbers(arm) if arm in experiment.arms else {},
+                "per_image_f1_ci95": hierarchical_bootstrap(f1),
+                "vs_reference": compare(arm_runs, ref_runs, protocol) if arm != reference and ref_runs else None,
+                "paper": experiment.paper_numbers(arm),
                 "provenance": {k: arm_runs[-1].get(k) for k in ("commit", "device", "command", "train_seconds", "epochs")},
+                "train_seconds": [r.get("train_seconds") for r in arm_runs],
             }
         summary["protocols"][protocol] = {"arms": rows, "second_observer": second_observer(experiment, protocol, data_root)}
     return summary
 
 
+def _versus(test: dict | None) -> str:
+    if not test:
+        return "-"
+    cells = []
+    for metric in COMPARED:
+        diff = test[metric]
+        interval = f" [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}]" if diff["ci95"] else ""
+        cells.append(f"{LABELS[metric]} {diff['mean_diff']:+.4f}{interval}")
+    if not test[COMPARED[0]]["ci95"]:
+        cells.append("(1 seed: seed spread unknown, no interval)")
+    return "; ".join(cells)
+
+
 def format_markdown(summary: dict) -> str:
     paper = summary.get("paper") or {}
-    lines = [f"# {summary['experiment']} (profile: {summary['profile']})", ""]
+    reference = paper.get("reference_arm", "unet")
+    overrides = " ".join(summary.get("overrides") or []) or "none"
+    lines = [f"# {summary['experiment']} (profile: {summary['profile']}; overrides: {overrides})", ""]
     if paper.get("source"):
         lines += [f"Paper numbers: {paper['source']}, protocol `{paper.get('protocol', 'image')}`.", ""]
     header = (
-        "| arm | seeds | "
-        + " | ".join(LABELS.values())
-        + " | F1 per image, 95% CI | vs "
-        + paper.get("reference_arm", "unet")
-        + " (F1, Wilcoxon p) |"
+        "| arm | seeds | " + " | ".join(LABELS.values()) + f" | F1 per image, 95% CI | vs {reference}: mean per-image difference [95% CI] |"
     )
     for protocol, block in summary["protocols"].items():
         lines += [
             f"## Protocol `{protocol}`: {PROTOCOLS[protocol]}",
             "",
-            "Pooled over all test pixels; mean +- std over seeds (std shown from two seeds on).",
+            "Pooled over all test pixels; mean +- std over seeds (std shown from two seeds on). Intervals: hierarchical "
+            "bootstrap over seeds, then images.",
             "",
             header,
             "|" + "---|" * (len(LABELS) + 4),
@@ -124,26 +166,36 @@ def format_markdown(summary: dict) -> str:
             spread = len(row["seeds"]) > 1  # a std over one seed would read as "no spread"
             cells = " | ".join(f"{row['mean'][k]:.4f}" + (f" +- {row['std'][k]:.4f}" if spread else "") for k in METRICS)
             lo, hi = row["per_image_f1_ci95"]
-            test = row["vs_reference"]
-            versus = f"{test['mean_diff']:+.4f}, p={test['p_value']:.3g}" if test else "-"
-            lines.append(f"| {arm} | {len(row['seeds'])} | {cells} | [{lo:.4f}, {hi:.4f}] | {versus} |")
+            lines.append(f"| {arm} | {len(row['seeds'])} | {cells} | [{lo:.4f}, {hi:.4f}] | {_versus(row['vs_reference'])} |")
             if row["paper"] and protocol == paper.get("protocol", "image"):
                 lines.append(f"| {arm} (paper) | | " + " | ".join(f"{row['paper'].get(k, float('nan')):.4f}" for k in METRICS) + " | | |")
         if block.get("second_observer"):
             so = block["second_observer"]
             lines.append("| 2nd human observer | | " + " | ".join(f"{so[k]:.4f}" for k in METRICS) + " | | |")
         lines.append("")
-    prov = next((r["provenance"] for b in summary["protocols"].values() for r in b["arms"].values()), None)
-    if prov:
-        lines += [f"Produced by `{prov['command']}` at commit {prov['commit']} on {prov['device']}.", ""]
+    arms = next(iter(summary["protocols"].values()), {}).get("arms", {})
+    if arms:
+        lines += ["| arm | config | training seconds per seed | commit | device |", "|---|---|---|---|---|"]
+        for arm, row in arms.items():
+            seconds = ", ".join(f"{t:.0f}" for t in row["train_seconds"] if t is not None)
+            prov = row["provenance"]
+            lines.append(f"| {arm} | {row['config_hash']} | {seconds} | {prov['commit']} | {prov['device']} |")
+        lines += ["", f"Command: `{next(iter(arms.values()))['provenance']['command']}`", ""]
     return "\n".join(lines)
 
 
-def write_summary(experiment: Experiment, exp_dir: Path, data_root: str | None = None) -> dict:
+def summary_paths(experiment: Experiment, runs_root: Path) -> tuple[Path, Path]:
+    """runs/<exp>/summary-<label>.json and .md: one summary per profile and set of overrides."""
+    base = Path(runs_root) / experiment.name / f"summary-{experiment.label}"
+    return base.with_suffix(".json"), base.with_suffix(".md")
+
+
+def write_summary(experiment: Experiment, runs_root: Path, data_root: str | None = None) -> dict:
     from retinalight.training.runner import write_json
 
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    summary = build_summary(experiment, exp_dir, data_root)
-    write_json(exp_dir / "summary.json", summary)
-    (exp_dir / "summary.md").write_text(format_markdown(summary))
+    json_path, md_path = summary_paths(experiment, runs_root)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    summary = build_summary(experiment, runs_root, data_root)
+    write_json(json_path, summary)
+    md_path.write_text(format_markdown(summary))
     return summary

@@ -63,3 +63,38 @@ def test_bad_yaml_file_is_one_line(tmp_path):
     bad.write_text("arms:\n  x: {model: {name: unet}}\ndata: {batch_size: two}\n")
     with pytest.raises(ConfigError, match="'data.batch_size' must be int"):
         load_experiment(str(bad))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["evaluation.threshold=7"], "'arms.unet.evaluation.threshold' = 7: must be a probability"),
+        (["data.batch_size=-3"], "'arms.unet.data.batch_size' = -3: must be an integer >= 1"),
+        (["data.samples_per_epoch=0"], "samples_per_epoch' = 0"),
+        (["trainer.max_epochs=0"], "max_epochs' = 0"),
+        (["data.crop_size=100"], "multiple of 16"),
+        (["optimizer.lr=0"], "optimizer.lr' = 0"),
+        (["optimizer.lr=-1e-3"], "optimizer.lr' = -0.001"),
+        (["optimizer.gamma=2"], "optimizer.gamma' = 2"),
+        (["optimizer.schedule=linear"], "choose from multistep, cosine"),
+        (["trainer.precision=bf16"], "must be one of 32-true"),
+        (["data.val_mode=holdout", "data.val_count=20"], "drive has 20 training images; hold out at most 19"),
+        (["data.val_mode=holdout", "data.val_count=-1"], "val_count' = -1"),
+        (["evaluation.test_checkpoint=best"], "must never select a checkpoint"),
+        (["data.crop_sampling=vesel"], "did you mean vessel"),
+    ],
+)
+def test_bad_values_fail_at_load_in_one_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_experiment("ablation_drive", overrides=overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_shipped_profile_loads():
+    from retinalight.experiments import list_experiments
+
+    for name in list_experiments():
+        exp = load_experiment(name)
+        raw = __import__("yaml").safe_load(exp.path.read_text())
+        for profile in raw.get("profiles") or {}:
+            assert load_experiment(name, profile).run_arms

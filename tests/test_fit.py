@@ -19,6 +19,7 @@ TINY_DRIVE = [
     "data.samples_per_epoch=4",
     "data.batch_size=2",
     "data.crop_size=64",
+    "data.val_mode=holdout",
     "data.val_count=1",
     "evaluation.protocols=[fov,image]",
 ]
@@ -29,6 +30,13 @@ def fit_tiny_sa_unet(runs, data_root) -> int:
     return fit_main([*args, "--set", *TINY_DRIVE])
 
 
+def seed_folder(exp_dir, arm, seed=0):
+    """The one run folder of `arm` and `seed` under runs/<exp>/ (its config level is named by hash)."""
+    found = list(exp_dir.glob(f"{arm}/*/seed{seed}"))
+    assert len(found) == 1, found
+    return found[0]
+
+
 @pytest.fixture(scope="module")
 def drive_run(data_root, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
@@ -37,20 +45,22 @@ def drive_run(data_root, tmp_path_factory):
 
 
 def test_fit_writes_a_complete_run_folder(drive_run):
-    folder = drive_run / "sa_unet" / "seed0"
+    folder = seed_folder(drive_run, "sa_unet")
     for name in ("config.yaml", "metrics.json", "per_image.csv", "checkpoints/last.ckpt", "logs/metrics.csv"):
         assert (folder / name).is_file(), name
     assert len(list((folder / "predictions").glob("*.png"))) == 20
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["parameters"] == 537_299 and set(metrics["protocols"]) == {"fov", "image"}
     assert 0 <= metrics["protocols"]["fov"]["pooled"]["auc"] <= 1 and metrics["commit"] and metrics["device"]
-    summary = (drive_run / "summary.md").read_text()
-    assert "sa_unet (paper)" in summary and "0.8263" in summary and "Protocol `fov`" in summary
-    assert json.loads((drive_run / "summary.json").read_text())["protocols"]["image"]["arms"]["sa_unet"]["paper"]["auc"] == 0.9864
+    summary = next(drive_run.glob("summary-quick-*.md")).read_text()
+    assert "sa_unet (paper)" in summary and "0.8263" in summary and "Protocol `fov`" in summary and "profile: quick" in summary
+    assert "1 seed: seed spread unknown" not in summary  # sa_unet alone: no reference arm to compare with
+    data = json.loads(next(drive_run.glob("summary-quick-*.json")).read_text())
+    assert data["protocols"]["image"]["arms"]["sa_unet"]["paper"]["auc"] == 0.9864 and data["overrides"] == TINY_DRIVE
 
 
 def test_saved_predictions_rescore_like_the_run(drive_run, data_root, capsys):
-    folder = drive_run / "sa_unet" / "seed0"
+    folder = seed_folder(drive_run, "sa_unet")
     assert evaluate_main(["--pred-dir", str(folder / "predictions"), "--format", "json", "--data-root", str(data_root)]) == 0
     rescored = json.loads(capsys.readouterr().out)["pooled"]
     recorded = json.loads((folder / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
@@ -65,7 +75,7 @@ def test_evaluate_json_matches_sklearn_to_4_decimals(drive_run, data_root, capsy
     from retinalight.data.datasets import Drive
     from retinalight.data.io import read_grey
 
-    folder = drive_run / "sa_unet" / "seed0" / "predictions"
+    folder = seed_folder(drive_run, "sa_unet") / "predictions"
     assert evaluate_main(["--pred-dir", str(folder), "--protocol", "image", "--format", "json", "--data-root", str(data_root)]) == 0
     pooled = json.loads(capsys.readouterr().out)["pooled"]
     drive = Drive(data_root)
@@ -76,7 +86,7 @@ def test_evaluate_json_matches_sklearn_to_4_decimals(drive_run, data_root, capsy
 
 
 def test_evaluate_checkpoint(drive_run, data_root, capsys):
-    folder = drive_run / "sa_unet" / "seed0"
+    folder = seed_folder(drive_run, "sa_unet")
     assert evaluate_main(["--ckpt", str(folder / "checkpoints" / "last.ckpt"), "--protocol", "image", "--data-root", str(data_root)]) == 0
     out = capsys.readouterr().out
     assert "protocol image" in out and out.count("\n") > 20
@@ -88,14 +98,14 @@ def test_evaluate_checkpoint(drive_run, data_root, capsys):
 
 
 def test_complete_runs_are_reused(drive_run, data_root, capsys):
-    before = (drive_run / "sa_unet" / "seed0" / "metrics.json").read_text()
+    before = (seed_folder(drive_run, "sa_unet") / "metrics.json").read_text()
     assert fit_tiny_sa_unet(drive_run.parent, data_root) == 0
-    assert "complete, reusing" in capsys.readouterr().out
-    assert (drive_run / "sa_unet" / "seed0" / "metrics.json").read_text() == before
+    assert "complete (same config), reusing" in capsys.readouterr().out
+    assert (seed_folder(drive_run, "sa_unet") / "metrics.json").read_text() == before
 
 
 def test_predict_on_a_chase_image(drive_run, data_root, tmp_path):
-    ckpt = drive_run / "sa_unet" / "seed0" / "checkpoints" / "last.ckpt"
+    ckpt = seed_folder(drive_run, "sa_unet") / "checkpoints" / "last.ckpt"
     image = data_root / "CHASE_DB1" / "Image_12L.jpg"
     assert predict_main(["--ckpt", str(ckpt), "--input", str(image), "--out", str(tmp_path)]) == 0
     from PIL import Image
@@ -141,7 +151,7 @@ def test_gpu_switches_run_on_cpu(tmp_path):
     """bf16 autocast and channels_last are config switches; they must at least run end to end on a CPU."""
     args = ["--exp", "smoke_synthetic", "--arm", "sa_unet", "--runs", str(tmp_path), "--logger", "none"]
     assert fit_main([*args, "--set", "trainer.max_epochs=1", "trainer.precision=bf16-mixed", "trainer.channels_last=true"]) == 0
-    assert (tmp_path / "smoke_synthetic" / "sa_unet" / "seed0" / "metrics.json").is_file()
+    assert (seed_folder(tmp_path / "smoke_synthetic", "sa_unet") / "metrics.json").is_file()
 
 
 def test_summary_has_second_observer_row_when_annotations_exist(data_root, tmp_path):
@@ -174,7 +184,7 @@ def test_summary_has_second_observer_row_when_annotations_exist(data_root, tmp_p
         )
         == 0
     )
-    summary = build_summary(load_experiment("ablation_drive"), runs / "ablation_drive", str(root))
+    summary = build_summary(load_experiment("ablation_drive", overrides=TINY_DRIVE), runs, str(root))
     assert summary["protocols"]["fov"]["second_observer"]["f1"] == 1.0  # a copy of the first observer
     assert "2nd human observer" in format_markdown(summary)
 
@@ -186,7 +196,7 @@ def test_wandb_offline_logging(tmp_path):
         )
         == 0
     )
-    folder = tmp_path / "smoke_synthetic" / "unet" / "seed0"
+    folder = seed_folder(tmp_path / "smoke_synthetic", "unet")
     assert list((folder / "wandb").glob("offline-run-*")) and (folder / "logs" / "metrics.csv").is_file()
 
 
@@ -248,7 +258,87 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("summary: ") == 1
     for arm in ("unet", "sa_unet"):
-        folder = tmp_path / "smoke_synthetic" / arm / "seed0"
+        folder = seed_folder(tmp_path / "smoke_synthetic", arm)
         assert json.loads((folder / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
         ckpt = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
         assert ckpt["global_step"] == 4  # 16 samples / batch 4 / 2 ranks = 2 steps per epoch, 2 epochs
+
+
+# ---- run identity: a folder is its config -----------------------------------------------------------------
+
+
+def _smoke(runs, *overrides, profile="paper"):
+    return fit_main(
+        ["--exp", "smoke_synthetic", "--arm", "unet", "--runs", str(runs), "--logger", "none", "--profile", profile, *overrides]
+    )
+
+
+def test_a_changed_config_never_reuses_a_run(tmp_path, capsys):
+    assert _smoke(tmp_path) == 0
+    first = capsys.readouterr().out
+    assert _smoke(tmp_path, "--set", "trainer.max_epochs=3", "optimizer.lr=0.01") == 0
+    second = capsys.readouterr().out
+    assert "reusing" not in second
+    folders = sorted((tmp_path / "smoke_synthetic" / "unet").glob("*/seed0/metrics.json"))
+    assert len(folders) == 2
+    epochs = sorted(json.loads(f.read_text())["epochs"] for f in folders)
+    assert epochs == [2, 3]
+    # each summary shows its own run: the table printed after the second command is not the first one's
+    assert first.split("| unet | 1 |")[1].split("\n")[0] != second.split("| unet | 1 |")[1].split("\n")[0]
+    assert "overrides: trainer.max_epochs=3 optimizer.lr=0.01" in second
+    assert _smoke(tmp_path, "--set", "trainer.max_epochs=3", "optimizer.lr=0.01") == 0  # the same config is reused
+    assert "complete (same config), reusing" in capsys.readouterr().out
+
+
+def test_a_sweep_over_three_learning_rates_gives_three_runs(tmp_path, capsys):
+    for lr in ("0.001", "0.003", "0.01"):
+        assert _smoke(tmp_path, "trainer.max_epochs=1", f"optimizer.lr={lr}") == 0  # the W&B agent's bare form
+    assert "reusing" not in capsys.readouterr().out
+    runs = [json.loads(f.read_text()) for f in (tmp_path / "smoke_synthetic" / "unet").glob("*/seed0/metrics.json")]
+    assert len(runs) == 3 and len({r["config_hash"] for r in runs}) == 3
+    assert len(list((tmp_path / "smoke_synthetic").glob("summary-paper-*.md"))) == 3
+
+
+def test_a_profile_change_is_a_different_run(tmp_path):
+    exp = load_experiment("ablation_drive", "quick")
+    assert run_dir(tmp_path, exp.run_config("sa_unet", 0)) != run_dir(tmp_path, load_experiment("ablation_drive").run_config("sa_unet", 0))
+    assert run_dir(tmp_path, exp.run_config("sa_unet", 0)).parent.name.startswith("quick-")
+    # the same resolved config, asked for again, lands in the same folder; the seed is the last level
+    again = load_experiment("ablation_drive", "quick").run_config("sa_unet", 1)
+    assert run_dir(tmp_path, again).parent == run_dir(tmp_path, exp.run_config("sa_unet", 0)).parent
+
+
+def test_a_folder_holding_another_config_is_refused_with_the_differing_keys(tmp_path):
+    import yaml
+
+    from retinalight.errors import RetinalightError
+    from retinalight.training.runner import check_identity
+
+    config = load_experiment("smoke_synthetic").run_config("unet", 0)
+    folder = run_dir(tmp_path, config)
+    folder.mkdir(parents=True)
+    stored = config.to_dict()
+    stored["optimizer"]["lr"] = 0.5
+    (folder / "config.yaml").write_text(yaml.safe_dump(stored))
+    with pytest.raises(RetinalightError, match=r"optimizer.lr: 0.5 -> 0.003"):
+        check_identity(folder, config)
+
+
+def test_curve_records_validation_against_training_seconds(tmp_path):
+    import csv
+
+    assert _smoke(tmp_path, "trainer.max_epochs=2") == 0
+    rows = list(csv.DictReader((seed_folder(tmp_path / "smoke_synthetic", "unet") / "curve.csv").read_text().splitlines()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert 0 < float(rows[0]["train_seconds"]) <= float(rows[1]["train_seconds"]) and 0 <= float(rows[1]["val/auc"]) <= 1
+
+
+def test_unwritable_runs_folder_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "retinalight.fit", "--exp", "smoke_synthetic", "--runs", str(blocker / "runs")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and result.stderr.startswith("error: --runs") and result.stderr.count("\n") == 1

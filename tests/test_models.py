@@ -29,6 +29,50 @@ def test_spatial_attention_has_98_parameters_and_a_map_in_unit_range():
     assert torch.allclose(attention(x), x * weights)
 
 
+def _execution_order(model, x):
+    """Names of the convs and attention layers in the order they run."""
+    order = []
+    inner = {id(m.conv) for m in model.modules() if isinstance(m, SpatialAttention)}  # the attention's own conv
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, SpatialAttention)) and id(module) not in inner:
+            module.register_forward_hook(lambda m, i, o, name=name: order.append(name))
+    model(x)
+    return order
+
+
+def test_spatial_attention_sits_between_the_bottleneck_convs_as_in_the_official_code():
+    # SA_UNet.py: convm = conv -> DropBlock -> BN -> ReLU -> spatial_attention -> conv -> DropBlock -> BN -> ReLU
+    model = create_model("sa_unet").eval()
+    with torch.no_grad():
+        order = _execution_order(model, torch.rand(1, 3, 32, 32))
+    attention = [n for n in order if type(model.get_submodule(n)) is SpatialAttention]
+    assert len(attention) == 1
+    at = order.index(attention[0])
+    assert order[at - 1].startswith("bottleneck.") and order[at + 1].startswith("bottleneck.")
+    assert sum(n.startswith("bottleneck.") for n in order) == 3  # conv, attention, conv
+    # and the layer sequence of the block: conv, DropBlock, BN, ReLU, attention, conv, DropBlock, BN, ReLU
+    kinds = [type(m).__name__ for m in model.bottleneck]
+    assert kinds == ["Conv2d", "DropBlock", "BatchNorm2d", "ReLU", "SpatialAttention", "Conv2d", "DropBlock", "BatchNorm2d", "ReLU"]
+    assert [type(m).__name__ for m in create_model("unet_sa").bottleneck] == ["Conv2d", "ReLU", "SpatialAttention", "Conv2d", "ReLU"]
+
+
+def test_keras_initialisation_and_batchnorm_defaults():
+    torch.manual_seed(0)
+    model = create_model("sa_unet")
+    conv = model.encoder[1][0]  # 16 -> 32 channels, 3x3
+    bound = (6 / (9 * 16 + 9 * 32)) ** 0.5  # glorot-uniform
+    assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.9 * bound
+    assert torch.all(conv.bias == 0) and torch.all(model.up[0].bias == 0) and torch.all(model.head.bias == 0)
+    attention = model.bottleneck[4].conv.weight  # he-normal, truncated at 2 std: std about sqrt(2 / 98)
+    assert 0.8 * (2 / 98) ** 0.5 < attention.std() < 1.2 * (2 / 98) ** 0.5
+    bn = model.encoder[0][2]
+    assert bn.eps == 1e-3 and bn.momentum == 0.01
+    torch_init = create_model("sa_unet", init="torch").encoder[1][0]
+    assert torch_init.bias.abs().sum() > 0  # PyTorch's default init draws biases
+    with pytest.raises(ValueError, match="init"):
+        create_model("unet", init="glorot")
+
+
 @pytest.mark.parametrize("side", [592, 1008, 128])
 def test_sa_unet_output_matches_input_size(side):
     model = create_model("sa_unet").eval()

@@ -58,14 +58,14 @@ def import_archive(archive: str | Path, root: str | Path) -> list[Path]:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile:
         raise DataFileError(f"{archive}: not a zip archive (or corrupt)") from None
-    written = []
     with zf:
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
+        members = [info for info in zf.infolist() if not info.is_dir()]
+        for info in members:  # every member is checked before any is written
             reason = unsafe_reason(info)
             if reason:
-                raise DataFileError(f"{archive}: refused member {info.filename!r} ({reason}); nothing more was written")
+                raise DataFileError(f"{archive}: refused member {info.filename!r} ({reason}); nothing was written")
+        written = []
+        for info in members:
             target = destination(info.filename)
             if target is None:
                 continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -59,21 +61,52 @@ class DropBlock(nn.Module):
 
 
 class ConvBlock(nn.Sequential):
-    """Two times conv 3x3 -> [DropBlock] -> [BatchNorm] -> ReLU.
+    """Two times conv 3x3 -> [DropBlock] -> [BatchNorm] -> ReLU, optionally with spatial attention between.
 
     With drop_rate=0 and batch_norm=False this is U-Net's plain block; with DropBlock it is SD-Unet's; with
-    both it is SA-UNet's "structured dropout convolutional block"."""
+    both it is SA-UNet's "structured dropout convolutional block". `attention=True` puts `SpatialAttention`
+    after the first ReLU, where the official SA-UNet code has it in the bottleneck block. BatchNorm takes
+    Keras' defaults (momentum 0.99 = PyTorch 0.01, eps 1e-3), as the official model does."""
 
-    def __init__(self, in_channels: int, out_channels: int, drop_rate: float = 0.0, block_size: int = 7, batch_norm: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        drop_rate: float = 0.0,
+        block_size: int = 7,
+        batch_norm: bool = False,
+        attention: bool = False,
+    ):
         layers: list[nn.Module] = []
         for c_in in (in_channels, out_channels):
             layers.append(nn.Conv2d(c_in, out_channels, 3, padding=1))
             if drop_rate > 0:
                 layers.append(DropBlock(drop_rate, block_size))
             if batch_norm:
-                layers.append(nn.BatchNorm2d(out_channels))
+                layers.append(nn.BatchNorm2d(out_channels, eps=KERAS_BN_EPS, momentum=KERAS_BN_MOMENTUM))
             layers.append(nn.ReLU(inplace=True))
+            if attention and c_in == in_channels:
+                layers.append(SpatialAttention())
         super().__init__(*layers)
+
+
+KERAS_BN_EPS, KERAS_BN_MOMENTUM = 1e-3, 0.01  # Keras BatchNormalization(momentum=0.99, epsilon=1e-3)
+
+
+def keras_init_(model: nn.Module) -> nn.Module:
+    """Initialise as Keras does: glorot-uniform weights and zero biases for convs and transposed convs,
+    he-normal (truncated, Keras' VarianceScaling) for the spatial-attention conv. Returns `model`."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    for module in model.modules():
+        if isinstance(module, SpatialAttention):
+            weight = module.conv.weight
+            std = math.sqrt(2.0 / nn.init._calculate_fan_in_and_fan_out(weight)[0]) / 0.87962566103423978
+            nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+    return model
 
 
 def check_divisible(x: torch.Tensor, factor: int, model: str) -> None:

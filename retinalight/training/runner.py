@@ -23,18 +23,39 @@ from retinalight.cli import resolve_data_root
 from retinalight.data.datamodules import DATAMODULES
 from retinalight.data.io import write_grey
 from retinalight.errors import ConfigError, RetinalightError
-from retinalight.experiments import Experiment, RunConfig
+from retinalight.experiments import Experiment, RunConfig, config_differences
 from retinalight.inference import predict_samples
 from retinalight.metrics.segmentation import METRICS, evaluate_predictions
 from retinalight.models import count_parameters
 from retinalight.provenance import provenance
+from retinalight.training.callbacks import TimeToQuality
 from retinalight.training.segmentation import SegmentationModule
 
 LOGGERS = ("csv", "wandb", "none")
 
 
+def config_dir(runs_root: Path, config: RunConfig) -> Path:
+    """runs/<exp>/<arm>/<profile>-<config hash>/: the seeds of one resolved config, and only of it."""
+    return Path(runs_root) / config.experiment / config.arm / f"{config.profile}-{config.config_hash()}"
+
+
 def run_dir(runs_root: Path, config: RunConfig) -> Path:
-    return Path(runs_root) / config.experiment / config.arm / f"seed{config.seed}"
+    return config_dir(runs_root, config) / f"seed{config.seed}"
+
+
+def check_identity(folder: Path, config: RunConfig) -> None:
+    """A folder's stored config must be this config: otherwise name the keys that differ (a folder renamed
+    or edited by hand, or a hash collision) rather than reuse or resume it."""
+    stored = folder / "config.yaml"
+    if not stored.is_file():
+        return
+    try:
+        old = RunConfig.identity_of(yaml.safe_load(stored.read_text()))
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError):
+        raise RetinalightError(f"{stored}: unreadable run config; move the folder away or pass --overwrite") from None
+    differences = config_differences(old, config.identity())
+    if differences:
+        raise RetinalightError(f"{folder} holds a different config ({'; '.join(differences[:3])}); pass --overwrite to replace it")
 
 
 def is_complete(folder: Path) -> bool:
@@ -57,6 +78,7 @@ def make_datamodule(config: RunConfig, data_root: str | None = None):
         batch_size=data.batch_size,
         samples_per_epoch=data.samples_per_epoch,
         crop_size=data.crop_size,
+        crop_sampling=data.crop_sampling,
         val_count=data.val_count,
         val_seed=data.val_seed,
         val_mode=data.val_mode,
@@ -120,11 +142,13 @@ def fit_run(
         channels_last=config.trainer.channels_last,
         compile=config.trainer.compile,
     )
-    has_val = config.data.val_count > 0
+    has_val = datamodule.has_validation
+    selects = has_val and config.data.val_mode != "test"  # a curve on the test images never selects a checkpoint
+    clock = TimeToQuality(folder / "curve.csv")
     # last.ckpt after every epoch (what --resume continues from; Lightning's save_last only refreshes it when
     # another checkpoint is written) and, with a validation set, best.ckpt by the monitored metric
     checkpoints = [ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_on_train_epoch_end=True, enable_version_counter=False)]
-    if has_val:
+    if selects:
         best = ModelCheckpoint(
             dirpath=ckpt_dir, filename="best", monitor=config.evaluation.monitor, mode="max", enable_version_counter=False
         )
@@ -141,7 +165,7 @@ def fit_run(
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
         limit_val_batches=1.0 if has_val else 0,
-        callbacks=[*checkpoints, *(callbacks or [])],
+        callbacks=[clock, *checkpoints, *(callbacks or [])],
         logger=make_loggers(config, folder, logger) or False,
         use_distributed_sampler=False,  # EpochSampler shards by rank itself
         num_sanity_val_steps=0,
@@ -154,21 +178,27 @@ def fit_run(
     train_seconds = time.time() - started
     if trainer.global_rank != 0:
         return None
-    if config.evaluation.test_checkpoint == "best" and has_val and best.best_model_path:
+    if config.evaluation.test_checkpoint == "best" and selects and best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
-    metrics = test_run(module.model.to(trainer.strategy.root_device), datamodule, config, folder)
+    # tested in fp32 and the default memory format: exactly what `evaluate --ckpt` and `predict` compute
+    model = module.model.to(trainer.strategy.root_device, memory_format=torch.contiguous_format)
+    metrics = test_run(model, datamodule, config, folder)
     params, buffers = count_parameters(module.model)
     summary = {
         "experiment": config.experiment,
         "arm": config.arm,
         "seed": config.seed,
+        "config_hash": config.config_hash(),
+        "profile": config.profile,
+        "overrides": config.overrides,
         "model": config.model.name,
         "parameters": params,
         "buffers": buffers,
         "epochs": trainer.current_epoch,
         "tested_checkpoint": config.evaluation.test_checkpoint,
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(clock.train_seconds, 1),  # training only, validation excluded
+        "fit_seconds": round(train_seconds, 1),  # this process's fit, validation included
         **provenance(),
         "protocols": metrics,
     }
@@ -214,6 +244,10 @@ def fit_experiment(
 
     arms = arms or experiment.run_arms
     seeds = seeds if seeds is not None else experiment.seeds
+    try:
+        (Path(runs_root) / experiment.name).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RetinalightError(f"--runs {runs_root}: cannot create the runs folder ({err.strerror or err})") from None
     configs = [experiment.run_config(arm, seed) for arm in arms for seed in seeds]
     failures = []
     bar = tqdm(configs, desc=experiment.name, unit="run", disable=None)
@@ -222,8 +256,9 @@ def fit_experiment(
         bar.set_postfix_str(f"{config.arm} seed {config.seed}")
         if overwrite and folder.exists() and rank_zero_only.rank == 0:
             shutil.rmtree(folder)
+        check_identity(folder, config)
         if is_complete(folder):
-            echo(f"{config.arm} seed {config.seed}: complete, reusing {folder}")
+            echo(f"{config.arm} seed {config.seed}: complete (same config), reusing {folder}")
             continue
         try:
             result = fit_run(config, folder, resume=resume, logger=logger, data_root=data_root)
@@ -244,6 +279,6 @@ def fit_experiment(
             )
     if rank_zero_only.rank != 0:  # DDP ranks > 0 (re-launched scripts) leave the summary to rank 0
         return {"failures": failures}
-    summary = write_summary(experiment, Path(runs_root) / experiment.name, data_root)
+    summary = write_summary(experiment, Path(runs_root), data_root)
     summary["failures"] = failures
     return summary

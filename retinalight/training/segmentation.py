@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from torch import nn
@@ -35,7 +37,8 @@ class SegmentationModule(L.LightningModule):
     Args are plain dicts (they are saved in the checkpoint as hyper-parameters and rebuild the model):
         model: {"name": registered model, "kwargs": {...}}
         loss: SegmentationLoss arguments.
-        optimizer: {"lr", "weight_decay", "milestones", "gamma"}: Adam with a step schedule.
+        optimizer: {"lr", "weight_decay", "schedule", "milestones", "gamma", "warmup_steps"}: Adam with a
+            step schedule by epoch ("multistep", as the paper) or warm-up + cosine by step ("cosine").
         evaluation: {"protocols", "threshold", "val_auc_thresholds", ...}: validation uses the first protocol.
         seed: base seed; each step reseeds torch from (seed, step, rank), so DropBlock masks do not depend on
             whether the run was resumed (nor on what else drew random numbers before).
@@ -86,5 +89,21 @@ class SegmentationModule(L.LightningModule):
     def configure_optimizers(self):
         opt = self.hparams.optimizer
         optimizer = torch.optim.Adam(self.model.parameters(), lr=opt.get("lr", 1e-3), weight_decay=opt.get("weight_decay", 0.0))
+        if opt.get("schedule", "multistep") == "cosine":
+            schedule = warmup_cosine(optimizer, opt.get("warmup_steps", 0), int(self.trainer.estimated_stepping_batches))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=opt.get("milestones", [100]), gamma=opt.get("gamma", 0.1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up from lr/10 over `warmup_steps`, then cosine decay to 0 at `total_steps` (per step)."""
+    warmup_steps = min(warmup_steps, total_steps - 1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return 0.1 + 0.9 * step / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,41 @@
+"""Comparisons between arms that account for seeds: the hierarchical bootstrap and what the table says."""
+
+import numpy as np
+
+from retinalight.summary import _versus, compare, hierarchical_bootstrap
+
+
+def test_bootstrap_interval_covers_a_true_difference_and_excludes_zero():
+    rng = np.random.default_rng(0)
+    images = rng.normal(0.8, 0.03, size=20)
+    reference = images + rng.normal(0, 0.002, size=(3, 20))
+    arm = images + 0.02 + rng.normal(0, 0.002, size=(3, 20))
+    lo, hi = hierarchical_bootstrap(arm, reference)
+    assert lo < 0.02 < hi and lo > 0
+
+
+def test_seed_spread_widens_the_interval():
+    rng = np.random.default_rng(1)
+    images = rng.normal(0.8, 0.03, size=20)
+    reference = images + rng.normal(0, 0.002, size=(3, 20))
+    calm = images + 0.01 + rng.normal(0, 0.002, size=(3, 20))
+    # the same mean difference, but one training seed of three landed far off: the interval must see it
+    shaky = calm + np.array([[-0.03], [0.0], [0.03]])
+    calm_width = np.diff(hierarchical_bootstrap(calm, reference))[0]
+    shaky_lo, shaky_hi = hierarchical_bootstrap(shaky, reference)
+    assert shaky_hi - shaky_lo > 3 * calm_width and shaky_lo < 0 < shaky_hi
+
+
+def _runs(values):
+    return [
+        {"seed": k, "protocols": {"fov": {"per_image": [{"id": f"{i:02d}", "f1": v, "auc": v} for i, v in enumerate(row)]}}}
+        for k, row in enumerate(values)
+    ]
+
+
+def test_one_seed_gives_no_interval_and_says_so():
+    one = compare(_runs([[0.8, 0.82, 0.79]]), _runs([[0.78, 0.8, 0.77]]), "fov")
+    assert one["f1"]["ci95"] is None and abs(one["f1"]["mean_diff"] - 0.02) < 1e-9
+    assert "1 seed: seed spread unknown" in _versus(one)
+    two = compare(_runs([[0.8, 0.82, 0.79], [0.81, 0.82, 0.8]]), _runs([[0.78, 0.8, 0.77], [0.79, 0.8, 0.78]]), "fov")
+    assert two["f1"]["ci95"] is not None and "seed spread unknown" not in _versus(two)
