@@ -58,6 +58,7 @@ class OptimizerConfig:
     milestones: list = field(default_factory=lambda: [100])  # epochs where lr is multiplied by gamma
     gamma: float = 0.1
     warmup_steps: int = 0  # linear warm-up from lr/10 (cosine schedule)
+    drop_ramp: float = 0.0  # share of the steps over which DropBlock's rate ramps up from 0 (Ghiasi et al. 2018)
 
 
 @dataclass
@@ -373,6 +374,7 @@ DOMAINS = {
     ("optimizer", "gamma"): (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     ("optimizer", "milestones"): (lambda v: all(isinstance(m, int) and m >= 1 for m in v), "a list of epochs (integers >= 1)"),
     ("optimizer", "warmup_steps"): (_at_least(0), "an integer >= 0"),
+    ("optimizer", "drop_ramp"): (lambda v: 0 <= v <= 1, "a share of the steps in [0, 1]"),
     ("trainer", "max_epochs"): (_at_least(1), "an integer >= 1"),
     ("trainer", "log_every_n_steps"): (_at_least(1), "an integer >= 1"),
     ("trainer", "check_val_every_n_epoch"): (_at_least(1), "an integer >= 1"),

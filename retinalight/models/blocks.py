@@ -37,14 +37,16 @@ class DropBlock(nn.Module):
     def __init__(self, drop_rate: float, block_size: int = 7):
         super().__init__()
         self.drop_rate, self.block_size = drop_rate, block_size
+        self.scale = 1.0  # the share of drop_rate in force: a training schedule may ramp it up (Ghiasi et al.)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.drop_rate <= 0:
+        drop_rate = self.drop_rate * self.scale
+        if not self.training or drop_rate <= 0:
             return x
         batch, channels, height, width = x.shape
         size = min(self.block_size, height, width)
         valid_h, valid_w = height - size + 1, width - size + 1
-        gamma = self.drop_rate / size**2 * height * width / (valid_h * valid_w)
+        gamma = drop_rate / size**2 * height * width / (valid_h * valid_w)
         with torch.no_grad():
             seeds = torch.nonzero(torch.rand(batch * channels, valid_h, valid_w, device=x.device) < gamma)
             offsets = torch.arange(size, device=x.device)

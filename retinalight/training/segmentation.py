@@ -11,6 +11,7 @@ from torch import nn
 from retinalight.data.datamodules import region_of
 from retinalight.metrics.segmentation import exact_counting_kernels, metric_collection, select_pixels
 from retinalight.models import create_model
+from retinalight.models.blocks import DropBlock
 
 
 class SegmentationLoss(nn.Module):
@@ -37,8 +38,10 @@ class SegmentationModule(L.LightningModule):
     Args are plain dicts (they are saved in the checkpoint as hyper-parameters and rebuild the model):
         model: {"name": registered model, "kwargs": {...}}
         loss: SegmentationLoss arguments.
-        optimizer: {"lr", "weight_decay", "schedule", "milestones", "gamma", "warmup_steps"}: Adam with a
-            step schedule by epoch ("multistep", as the paper) or warm-up + cosine by step ("cosine").
+        optimizer: {"lr", "weight_decay", "schedule", "milestones", "gamma", "warmup_steps", "drop_ramp"}: Adam
+            with a step schedule by epoch ("multistep", as the paper) or warm-up + cosine by step ("cosine");
+            DropBlock's rate ramps linearly from 0 over the first `drop_ramp` share of the steps, as the
+            DropBlock paper recommends (0: the full rate from the start, as the SA-UNet code).
         evaluation: {"protocols", "threshold", "val_auc_thresholds", ...}: validation uses the first protocol.
         seed: base seed; each step reseeds torch from (seed, step, rank), so DropBlock masks do not depend on
             whether the run was resumed (nor on what else drew random numbers before).
@@ -66,6 +69,11 @@ class SegmentationModule(L.LightningModule):
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         torch.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
+        ramp = self.hparams.optimizer.get("drop_ramp", 0.0) * self.trainer.estimated_stepping_batches
+        scale = min(1.0, self.global_step / ramp) if ramp > 0 else 1.0
+        for module in self.model.modules():
+            if isinstance(module, DropBlock):
+                module.scale = scale
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"], batch["fov"])
