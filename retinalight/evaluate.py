@@ -1,7 +1,7 @@
 """Score vessel predictions on a dataset split: saved prediction images of any method, or a checkpoint.
 
-  python -m retinalight.evaluate --pred-dir runs/ablation_drive/sa_unet/seed0/predictions --dataset drive
-  python -m retinalight.evaluate --ckpt runs/ablation_drive/sa_unet/seed0/checkpoints/last.ckpt --format json
+  python -m retinalight.evaluate --pred-dir runs/ablation_drive/sa_unet/quick-<hash>/seed0/predictions --dataset drive
+  python -m retinalight.evaluate --ckpt runs/ablation_drive/sa_unet/quick-<hash>/seed0/checkpoints/last.ckpt --format json
 
 --pred-dir holds one image per test image named <id>.<ext> (DRIVE 01..20, CHASE_DB1 Image_11L..Image_14R),
 any mode Pillow reads, read as 8-bit grey: value / 255 is the vessel probability (binary maps are fine).

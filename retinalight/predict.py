@@ -1,6 +1,6 @@
 """Segment vessels in fundus images of any size with a trained checkpoint.
 
-  python -m retinalight.predict --ckpt runs/ablation_drive/sa_unet/seed0/checkpoints/last.ckpt --input photos/ --out predicted/
+  python -m retinalight.predict --ckpt runs/ablation_drive/sa_unet/quick-<hash>/seed0/checkpoints/last.ckpt --input photos/ --out predicted/
 
 For each image writes <name>_prob.png (probability x 255), <name>_vessels.png (binary at --threshold) and
 <name>_overlay.png (vessels in green over the photo). The image is zero-padded for the network and the
