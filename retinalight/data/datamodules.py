@@ -80,11 +80,9 @@ class AugmentedSamples(Dataset):
 
     @functools.cached_property
     def _centres(self) -> list[dict[str, np.ndarray]]:
-        """Flat pixel indices each sampling mode draws crop centres from, per image."""
-        return [
-            {"uniform": np.arange(s.fov.size), "fov": np.flatnonzero(s.fov), "vessel": np.flatnonzero(s.vessel & s.fov)}
-            for s in self.samples
-        ]
+        """Flat pixel indices the "fov" and "vessel" modes draw crop centres from, per image ("uniform"
+        draws any index directly, without a table)."""
+        return [{"fov": np.flatnonzero(s.fov), "vessel": np.flatnonzero(s.vessel & s.fov)} for s in self.samples]
 
     def _cut(self, array: np.ndarray, centre: int) -> np.ndarray:
         """The window around flat pixel index `centre`, zero-filled beyond the image."""
@@ -107,8 +105,11 @@ class AugmentedSamples(Dataset):
             mode = self.crop_sampling
             if mode == "vessel" and rng.random() < 0.5:
                 mode = "fov"
-            pool = self._centres[index][mode]
-            centre = int(pool[rng.integers(len(pool))])
+            if mode == "uniform":
+                centre = int(rng.integers(sample.fov.size))
+            else:
+                pool = self._centres[index][mode]
+                centre = int(pool[rng.integers(len(pool))])
             image, vessel, fov = (self._cut(a, centre) for a in (image, vessel, fov))
         self.transform.set_random_seed(int(rng.integers(2**31)))
         out = self.transform(image=image, masks=[vessel, fov])
