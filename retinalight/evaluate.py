@@ -19,10 +19,11 @@ from retinalight.metrics.segmentation import METRICS, PROTOCOLS, evaluate_predic
 
 def evaluate_checkpoint(ckpt: str, reader, split: str, protocol: str) -> dict:
     """Run a checkpoint on a split and score it."""
-    from retinalight.inference import load_checkpoint, predict_samples
+    from retinalight.inference import checkpoint_preprocess, load_checkpoint, predict_samples
 
-    model, _ = load_checkpoint(ckpt)
-    return {"dataset": reader.name, "split": split, **evaluate_predictions(predict_samples(model, reader.load_split(split)), protocol)}
+    model, hparams = load_checkpoint(ckpt)
+    predictions = predict_samples(model, reader.load_split(split), preprocess=checkpoint_preprocess(hparams))
+    return {"dataset": reader.name, "split": split, **evaluate_predictions(predictions, protocol)}
 
 
 def format_table(result: dict) -> str:

@@ -39,6 +39,7 @@ class DataConfig:
     val_seed: int = 0
     val_mode: str = "holdout"  # holdout | augmented (the paper's, leaks) | test (monitoring curve only)
     augment: dict | str = field(default_factory=dict)  # {name: kwargs} or a preset name ("official")
+    preprocess: dict | str | None = None  # none, clahe, ace, or {name: clahe, clip_limit: 2.0, ...} (retinalight.preprocess)
     pad_multiple: int = 16
     num_workers: int = 0
     dataset_kwargs: dict = field(default_factory=dict)
@@ -147,10 +148,18 @@ class RunConfig:
         for key in ("seed", "profile", "overrides", "logger"):
             values.pop(key, None)
         values["data"].pop("data_root", None)
+        for (section, key), default in ADDED_KEYS.items():
+            if values.get(section, {}).get(key, default) == default:
+                values.get(section, {}).pop(key, None)
         return values
 
     def config_hash(self) -> str:
         return config_hash(self.identity())
+
+
+# Keys added after runs were committed: left out of the identity while at their default, so the folders of
+# earlier runs keep their names (and are reused) when the new key changes nothing.
+ADDED_KEYS = {("data", "preprocess"): None}
 
 
 def config_hash(values: dict) -> str:
@@ -401,10 +410,16 @@ def _check_run(sections: dict, where: str) -> None:
     from retinalight.data.transforms import build_augmentation
 
     data, evaluation = sections["data"], sections["evaluation"]
+    from retinalight.preprocess import build_preprocess
+
     try:  # typos in augmentation names or arguments fail here, not in the first training step
         build_augmentation(data.augment, (64, 64))
     except ConfigError as err:
         raise ConfigError(f"'{_join(where, 'data.augment')}': {err}") from None
+    try:
+        build_preprocess(data.preprocess, cache_dir=False)
+    except ConfigError as err:
+        raise ConfigError(f"{where + ': ' if where else ''}{err}") from None
     count = data.dataset_kwargs.get("count", 16)  # synthetic: the last quarter is the test split
     available = TRAINING_IMAGES.get(data.dataset) or count - max(1, count // 4)
     if data.val_mode == "holdout" and available and data.val_count >= available:

@@ -27,14 +27,20 @@ def predict_probability(model: nn.Module, image: np.ndarray, fov: np.ndarray, mu
     return region.crop(prob).cpu().numpy()
 
 
-def predict_samples(model: nn.Module, samples, multiple: int = 16) -> list[Prediction]:
+def predict_samples(model: nn.Module, samples, multiple: int = 16, preprocess=None) -> list[Prediction]:
     """Predictions for dataset samples, quantised to 8 bits (round(probability x 255) / 255): the form a run
-    saves in predictions/, so a run's metrics, `evaluate --ckpt` and `evaluate --pred-dir` agree exactly."""
-    return [Prediction(s.id, (predict_probability(model, s.image, s.fov, multiple) * 255).round() / 255, s.vessel, s.fov) for s in samples]
+    saves in predictions/, so a run's metrics, `evaluate --ckpt` and `evaluate --pred-dir` agree exactly.
+    `preprocess` (a checkpoint's, see `load_checkpoint`) is applied to each image first."""
+    out = []
+    for s in samples:
+        image = preprocess(s.image) if preprocess else s.image
+        out.append(Prediction(s.id, (predict_probability(model, image, s.fov, multiple) * 255).round() / 255, s.vessel, s.fov))
+    return out
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the network of a retinalight checkpoint. Uses `weights_only=True`: no pickled code runs."""
+    """Rebuild the network of a retinalight checkpoint. Uses `weights_only=True`: no pickled code runs.
+    Returns (model, hyper-parameters); `checkpoint_preprocess(hparams)` is the preprocessing it was trained with."""
     from retinalight.models import create_model
 
     path = Path(path)
@@ -50,3 +56,10 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, d
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataFileError(f"{path}: not a readable retinalight checkpoint ({message})") from None
     return model.to(device).eval(), hparams
+
+
+def checkpoint_preprocess(hparams: dict):
+    """The preprocessing a checkpoint's run applied to its images (None for none)."""
+    from retinalight.preprocess import build_preprocess
+
+    return build_preprocess(hparams.get("preprocess"))

@@ -22,6 +22,7 @@ TINY_DRIVE = [
     "data.val_mode=holdout",
     "data.val_count=1",
     "evaluation.protocols=[fov,image]",
+    "data.preprocess={name: clahe, channel: green}",  # so evaluate --ckpt and predict must apply the checkpoint's preprocessing
 ]
 
 

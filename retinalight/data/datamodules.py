@@ -7,6 +7,7 @@ a run with workers and a DDP run all see the same data as a plain single-process
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from retinalight.data.datasets import RetinaDataset, Sample, get_dataset
 from retinalight.data.geometry import Region, pad, padded_size
 from retinalight.data.transforms import build_augmentation, crop_window
 from retinalight.errors import ConfigError
+from retinalight.preprocess import build_preprocess
 
 VAL_MODES = ("holdout", "augmented", "test")
 
@@ -178,6 +180,7 @@ class RetinaDataModule(L.LightningDataModule):
             which leaks training images into validation) or "test" (the test images, for a learning curve
             only: the experiment loader refuses it unless the last checkpoint is tested, so it selects nothing).
         augment: {name: kwargs} for `build_augmentation`.
+        preprocess: applied to every image before anything else (`retinalight.preprocess.build_preprocess`).
         pad_multiple: network input sides are multiples of this (zero padding, square).
         dataset_kwargs: passed to the reader (synthetic: count, size, seed).
     """
@@ -195,6 +198,7 @@ class RetinaDataModule(L.LightningDataModule):
         val_seed: int = 0,
         val_mode: str = "holdout",
         augment: dict | None = None,
+        preprocess: str | dict | None = None,
         pad_multiple: int = 16,
         num_workers: int = 0,
         seed: int = 0,
@@ -212,6 +216,7 @@ class RetinaDataModule(L.LightningDataModule):
         )
         self.val_count, self.val_seed, self.val_mode = val_count, val_seed, val_mode
         self.augment = augment if augment is not None else {k: {"p": 0.5} for k in ("rotate", "hflip", "vflip")}
+        self.preprocess = build_preprocess(preprocess)
         self.pad_multiple, self.num_workers, self.seed = pad_multiple, num_workers, seed
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
@@ -229,15 +234,22 @@ class RetinaDataModule(L.LightningDataModule):
             train_ids, val_ids = split_holdout(ids, self.val_count, self.val_seed)
         else:
             train_ids, val_ids = ids, []
-        self.train_samples = [self.reader.load(i) for i in train_ids]
-        self.val_samples = self.test_samples() if self.val_mode == "test" else [self.reader.load(i) for i in val_ids]
+        self.train_samples = self.load(train_ids)
+        self.val_samples = self.test_samples() if self.val_mode == "test" else self.load(val_ids)
+
+    def load(self, ids: list[str]) -> list[Sample]:
+        """Samples with the configured preprocessing applied to their images."""
+        samples = [self.reader.load(i) for i in ids]
+        if self.preprocess is None:
+            return samples
+        return [dataclasses.replace(s, image=self.preprocess(s.image)) for s in samples]
 
     @property
     def has_validation(self) -> bool:
         return self.val_mode != "holdout" or self.val_count > 0
 
     def test_samples(self) -> list[Sample]:
-        return self.reader.load_split("test")
+        return self.load(self.reader.ids("test"))
 
     def _loader(self, dataset, **kwargs) -> DataLoader:
         return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,12 @@ def _open(path: str, mode: str) -> np.ndarray:
 def write_grey(path: str | Path, array: np.ndarray) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array.astype(np.uint8), mode="L").save(path)
+
+
+def write_rgb(path: str | Path, array: np.ndarray) -> None:
+    """An HxWx3 uint8 image as PNG, written to a temporary name and renamed: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="RGB").save(tmp, format="PNG")
+    os.replace(tmp, path)

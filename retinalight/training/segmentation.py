@@ -43,13 +43,22 @@ class SegmentationModule(L.LightningModule):
             DropBlock's rate ramps linearly from 0 over the first `drop_ramp` share of the steps, as the
             DropBlock paper recommends (0: the full rate from the start, as the SA-UNet code).
         evaluation: {"protocols", "threshold", "val_auc_thresholds", ...}: validation uses the first protocol.
+        preprocess: the data's preprocessing, kept in the checkpoint so `predict` and `evaluate --ckpt` apply it.
         seed: base seed; each step reseeds torch from (seed, step, rank), so DropBlock masks do not depend on
             whether the run was resumed (nor on what else drew random numbers before).
         channels_last, compile: speed switches for GPUs.
     """
 
     def __init__(
-        self, model: dict, loss: dict, optimizer: dict, evaluation: dict, seed: int = 0, channels_last: bool = False, compile: bool = False
+        self,
+        model: dict,
+        loss: dict,
+        optimizer: dict,
+        evaluation: dict,
+        preprocess: str | dict | None = None,
+        seed: int = 0,
+        channels_last: bool = False,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
