@@ -19,10 +19,10 @@ from retinalight.metrics.segmentation import METRICS, PROTOCOLS, evaluate_predic
 
 def evaluate_checkpoint(ckpt: str, reader, split: str, protocol: str) -> dict:
     """Run a checkpoint on a split and score it."""
-    from retinalight.inference import checkpoint_preprocess, load_checkpoint, predict_samples
+    from retinalight.inference import checkpoint_inputs, load_checkpoint, predict_samples
 
     model, hparams = load_checkpoint(ckpt)
-    predictions = predict_samples(model, reader.load_split(split), preprocess=checkpoint_preprocess(hparams))
+    predictions = predict_samples(model, reader.load_split(split), **checkpoint_inputs(hparams))
     return {"dataset": reader.name, "split": split, **evaluate_predictions(predictions, protocol)}
 
 

@@ -40,6 +40,7 @@ class DataConfig:
     val_mode: str = "holdout"  # holdout | augmented (the paper's, leaks) | test (monitoring curve only)
     augment: dict | str = field(default_factory=dict)  # {name: kwargs} or a preset name ("official")
     preprocess: dict | str | None = None  # none, clahe, ace, or {name: clahe, clip_limit: 2.0, ...} (retinalight.preprocess)
+    resize: int | None = None  # train and predict on resize x resize images, score at the original size (Retina-GAN: 512)
     pad_multiple: int = 16
     num_workers: int = 0
     dataset_kwargs: dict = field(default_factory=dict)
@@ -86,6 +87,20 @@ class EvaluationConfig:
 
 
 @dataclass
+class GANConfig:
+    """Used by `module: gan` runs only (see retinalight.training.gan.GANModule)."""
+
+    discriminator: dict = field(default_factory=lambda: {"name": "patch_discriminator"})  # a registered model + its arguments
+    discriminator_input: str = "green"  # fundus channels beside the map: green | gray | rgb (the paper: one channel)
+    pixel_weight: float = 10.0  # weight of the segmentation loss in the generator loss (0: the paper's minimax loss)
+    adversarial_weight: float = 1.0
+    d_steps: int = 1  # discriminator updates per generator update
+    d_lr: float | None = None  # None: optimizer.lr
+    betas: list = field(default_factory=lambda: [0.5, 0.999])  # Adam betas of both networks
+    clip_grad_norm: float | None = None
+
+
+@dataclass
 class LoggerConfig:
     project: str = "retinalight"
     entity: str | None = None
@@ -109,8 +124,10 @@ SECTIONS = {
     "optimizer": OptimizerConfig,
     "trainer": TrainerConfig,
     "evaluation": EvaluationConfig,
+    "gan": GANConfig,
     "logger": LoggerConfig,
 }
+MODULES = ("segmentation", "gan")  # which LightningModule trains an arm (`module:` in the file or an arm)
 
 
 @dataclass
@@ -130,7 +147,9 @@ class RunConfig:
     optimizer: OptimizerConfig
     trainer: TrainerConfig
     evaluation: EvaluationConfig
+    gan: GANConfig
     logger: LoggerConfig
+    module: str = "segmentation"
     profile: str = DEFAULT_PROFILE
     overrides: list = field(default_factory=list)
 
@@ -148,6 +167,9 @@ class RunConfig:
         for key in ("seed", "profile", "overrides", "logger"):
             values.pop(key, None)
         values["data"].pop("data_root", None)
+        if values.get("module", "segmentation") == "segmentation":  # the GAN section changes nothing here
+            values.pop("module", None)
+            values.pop("gan", None)
         for (section, key), default in ADDED_KEYS.items():
             if values.get(section, {}).get(key, default) == default:
                 values.get(section, {}).pop(key, None)
@@ -159,7 +181,7 @@ class RunConfig:
 
 # Keys added after runs were committed: left out of the identity while at their default, so the folders of
 # earlier runs keep their names (and are reused) when the new key changes nothing.
-ADDED_KEYS = {("data", "preprocess"): None}
+ADDED_KEYS = {("data", "preprocess"): None, ("data", "resize"): None}
 
 
 def config_hash(values: dict) -> str:
@@ -200,7 +222,14 @@ class Experiment:
         spec = self.arms[arm]
         sections = {k: copy.deepcopy(spec["sections"][k]) for k in SECTIONS}
         return RunConfig(
-            self.name, arm, seed, copy.deepcopy(spec["model"]), **sections, profile=self.profile, overrides=list(self.overrides)
+            self.name,
+            arm,
+            seed,
+            copy.deepcopy(spec["model"]),
+            **sections,
+            module=spec["module"],
+            profile=self.profile,
+            overrides=list(self.overrides),
         )
 
     @property
@@ -212,8 +241,8 @@ class Experiment:
         return self.arms[arm].get("paper") or {}
 
 
-EXPERIMENT_KEYS = {"name", "description", "seeds", "arms", "run_arms", "profiles", "paper", *SECTIONS}
-ARM_KEYS = {"model", "paper", *SECTIONS}
+EXPERIMENT_KEYS = {"name", "description", "seeds", "arms", "run_arms", "profiles", "paper", "module", *SECTIONS}
+ARM_KEYS = {"model", "paper", "module", *SECTIONS}
 
 
 def experiment_dirs() -> list[Path]:
@@ -311,8 +340,14 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
         for name, section in sections.items():
             _check_choices(name, section, where)
             _check_domains(name, section, where)
+        module = spec.get("module", raw.get("module", "segmentation"))
+        if module not in MODULES:
+            raise ConfigError(f"'{where}.module' = {module!r}: choose from {', '.join(MODULES)}{close_matches(str(module), MODULES)}")
         _check_run(sections, where)
-        arms[arm] = {"model": _model(spec["model"], f"{where}.model"), "paper": spec.get("paper") or {}, "sections": sections}
+        if module == "gan":
+            _check_gan(sections["gan"], f"{where}.gan")
+        model = _model(spec["model"], f"{where}.model")
+        arms[arm] = {"model": model, "paper": spec.get("paper") or {}, "sections": sections, "module": module}
     run_arms = raw.get("run_arms") or list(arms)
     for arm in run_arms:
         if arm not in arms:
@@ -373,6 +408,7 @@ DOMAINS = {
     ("data", "batch_size"): (_at_least(1), "an integer >= 1"),
     ("data", "samples_per_epoch"): (_at_least(1), "an integer >= 1"),
     ("data", "crop_size"): (lambda v: v >= 16 and v % 16 == 0, "null (whole images) or a multiple of 16 >= 16"),
+    ("data", "resize"): (lambda v: v >= 16 and v % 16 == 0, "null (original size) or a multiple of 16 >= 16"),
     ("data", "val_count"): (_at_least(0), "an integer >= 0"),
     ("data", "pad_multiple"): (lambda v: v >= 16 and v % 16 == 0, "a multiple of 16 (the networks halve the input up to 4 times)"),
     ("data", "num_workers"): (_at_least(0), "an integer >= 0"),
@@ -431,6 +467,30 @@ def _check_run(sections: dict, where: str) -> None:
             f"'{_join(where, 'evaluation.test_checkpoint')}' = {evaluation.test_checkpoint!r}: with data.val_mode=test the curve is drawn "
             "on the test images, which must never select a checkpoint; use test_checkpoint: last, or val_mode: holdout"
         )
+
+
+def _check_gan(gan: GANConfig, where: str) -> None:
+    """The discriminator must be a registered model taking `in_channels`; weights and steps in range."""
+    from retinalight.training.gan import DISCRIMINATOR_INPUTS
+
+    if gan.discriminator_input not in DISCRIMINATOR_INPUTS:
+        raise ConfigError(f"'{where}.discriminator_input' = {gan.discriminator_input!r}: choose from {', '.join(DISCRIMINATOR_INPUTS)}")
+    if not isinstance(gan.discriminator, dict) or "name" not in gan.discriminator:
+        raise ConfigError(f"'{where}.discriminator' needs a name (a registered model), e.g. {{name: patch_discriminator}}")
+    if "in_channels" in gan.discriminator:
+        raise ConfigError(f"'{where}.discriminator.in_channels': set by {where}.discriminator_input (the map adds one channel)")
+    _model(gan.discriminator, f"{where}.discriminator")
+    if not isinstance(gan.betas, list) or len(gan.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in gan.betas):
+        raise ConfigError(f"'{where}.betas' = {gan.betas!r}: must be two numbers in [0, 1)")
+    for key, test, must in (
+        ("pixel_weight", lambda v: v >= 0, "a number >= 0"),
+        ("adversarial_weight", lambda v: v > 0, "a number > 0"),
+        ("d_steps", lambda v: v >= 1, "an integer >= 1"),
+        ("d_lr", lambda v: v is None or 0 < v < 1, "null (optimizer.lr) or a number between 0 and 1"),
+        ("clip_grad_norm", lambda v: v is None or v > 0, "null or a number > 0"),
+    ):
+        if not test(getattr(gan, key)):
+            raise ConfigError(f"'{where}.{key}' = {getattr(gan, key)!r}: must be {must}")
 
 
 def _model(spec: Any, where: str) -> ModelConfig:

@@ -9,38 +9,43 @@ import torch
 from torch import nn
 
 from retinalight.data.datamodules import image_to_tensor
-from retinalight.data.geometry import pad, padded_size
+from retinalight.data.geometry import pad, padded_size, resize_back, resize_sample_arrays
 from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import Prediction
 
 
 @torch.no_grad()
-def predict_probability(model: nn.Module, image: np.ndarray, fov: np.ndarray, multiple: int = 16) -> np.ndarray:
-    """Vessel probability (HxW float32) of one HxWx3 uint8 image at its original size."""
+def predict_probability(model: nn.Module, image: np.ndarray, fov: np.ndarray, multiple: int = 16, resize: int | None = None) -> np.ndarray:
+    """Vessel probability (HxW float32) of one HxWx3 uint8 image at its original size. With `resize`, the
+    network sees the image resized to resize x resize and its output is resized back."""
     model.eval()
     device = next(model.parameters()).device
+    original = image.shape[:2]
+    if resize:
+        image, (fov,) = resize_sample_arrays(image, [fov], resize)
     size = padded_size(*image.shape[:2], multiple)
     padded, region = pad(image, size)
     x = image_to_tensor(padded)[None].to(device)
     mask = torch.from_numpy(pad(fov, size)[0]).float()[None, None].to(device)
-    prob = torch.sigmoid(model(x, mask).float())[0, 0]
-    return region.crop(prob).cpu().numpy()
+    prob = region.crop(torch.sigmoid(model(x, mask).float())[0, 0]).cpu().numpy()
+    return resize_back(prob, original) if resize else prob
 
 
-def predict_samples(model: nn.Module, samples, multiple: int = 16, preprocess=None) -> list[Prediction]:
+def predict_samples(model: nn.Module, samples, multiple: int = 16, preprocess=None, resize: int | None = None) -> list[Prediction]:
     """Predictions for dataset samples, quantised to 8 bits (round(probability x 255) / 255): the form a run
     saves in predictions/, so a run's metrics, `evaluate --ckpt` and `evaluate --pred-dir` agree exactly.
-    `preprocess` (a checkpoint's, see `load_checkpoint`) is applied to each image first."""
+    `preprocess` and `resize` (a checkpoint's: `checkpoint_inputs`) are applied to each image first."""
     out = []
     for s in samples:
         image = preprocess(s.image) if preprocess else s.image
-        out.append(Prediction(s.id, (predict_probability(model, image, s.fov, multiple) * 255).round() / 255, s.vessel, s.fov))
+        prob = predict_probability(model, image, s.fov, multiple, resize)
+        out.append(Prediction(s.id, (prob * 255).round() / 255, s.vessel, s.fov))
     return out
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the network of a retinalight checkpoint. Uses `weights_only=True`: no pickled code runs.
-    Returns (model, hyper-parameters); `checkpoint_preprocess(hparams)` is the preprocessing it was trained with."""
+    Returns (model, hyper-parameters); `checkpoint_inputs(hparams)` says how its run prepared images."""
     from retinalight.models import create_model
 
     path = Path(path)
@@ -58,8 +63,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, d
     return model.to(device).eval(), hparams
 
 
-def checkpoint_preprocess(hparams: dict):
-    """The preprocessing a checkpoint's run applied to its images (None for none)."""
+def checkpoint_inputs(hparams: dict) -> dict:
+    """How a checkpoint's run prepared its images: {"preprocess": callable or None, "resize": side or None}."""
     from retinalight.preprocess import build_preprocess
 
-    return build_preprocess(hparams.get("preprocess"))
+    return {"preprocess": build_preprocess(hparams.get("preprocess")), "resize": hparams.get("resize")}

@@ -19,7 +19,7 @@ from retinalight.cli import run_main
 from retinalight.data.fov import compute_fov
 from retinalight.data.io import read_binary, read_rgb, write_grey
 from retinalight.errors import DataFileError
-from retinalight.inference import checkpoint_preprocess, load_checkpoint, predict_probability
+from retinalight.inference import checkpoint_inputs, load_checkpoint, predict_probability
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp"}
 
@@ -45,14 +45,15 @@ def predict_files(ckpt: str, inputs: list[Path], out: Path, threshold: float = 0
     from PIL import Image
 
     model, hparams = load_checkpoint(ckpt)
-    preprocess = checkpoint_preprocess(hparams)
+    inputs = checkpoint_inputs(hparams)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in tqdm(inputs, desc="predict", unit="image", disable=None):
         image = read_rgb(path)
         fov_file = fov_dir / f"{path.stem}.png" if fov_dir else None
         fov = read_binary(fov_file) if fov_file and fov_file.is_file() else compute_fov(image)
-        prob = predict_probability(model, preprocess(image) if preprocess else image, fov)
+        pre = inputs["preprocess"]
+        prob = predict_probability(model, pre(image) if pre else image, fov, resize=inputs["resize"])
         vessels = prob > threshold
         write_grey(out / f"{path.stem}_prob.png", (prob * 255).round())
         write_grey(out / f"{path.stem}_vessels.png", vessels * 255)

@@ -168,7 +168,9 @@ def format_markdown(summary: dict) -> str:
             lo, hi = row["per_image_f1_ci95"]
             lines.append(f"| {arm} | {len(row['seeds'])} | {cells} | [{lo:.4f}, {hi:.4f}] | {_versus(row['vs_reference'])} |")
             if row["paper"] and protocol == paper.get("protocol", "image"):
-                lines.append(f"| {arm} (paper) | | " + " | ".join(f"{row['paper'].get(k, float('nan')):.4f}" for k in METRICS) + " | | |")
+                lines.append(
+                    f"| {arm} (paper) | | " + " | ".join(f"{row['paper'][k]:.4f}" if k in row["paper"] else "-" for k in METRICS) + " | | |"
+                )
         if block.get("second_observer"):
             so = block["second_observer"]
             lines.append("| 2nd human observer | | " + " | ".join(f"{so[k]:.4f}" for k in METRICS) + " | | |")

@@ -127,9 +127,11 @@ class CrashAt(Callback):
             raise RuntimeError("simulated crash")
 
 
-def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
+@pytest.mark.parametrize("arm", ["sa_unet", "gan"])
+def test_resume_after_a_crash_gives_the_same_weights(tmp_path, arm):
+    """Both LightningModules: the GAN's two optimizers, its schedules and its batch-counted seeds included."""
     exp = load_experiment("smoke_synthetic", overrides=["trainer.max_epochs=3", "trainer.deterministic=true"])
-    config = exp.run_config("sa_unet", 0)
+    config = exp.run_config(arm, 0)
     fit_run(config, run_dir(tmp_path / "straight", config), logger="none")
     crashed = run_dir(tmp_path / "crashed", config)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -146,6 +148,13 @@ def test_resume_after_a_crash_gives_the_same_weights(tmp_path):
     a = json.loads((run_dir(tmp_path / "straight", config) / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
     b = json.loads((crashed / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
     assert a == b
+    if arm == "gan":
+        straight_ckpt = torch.load(run_dir(tmp_path / "straight", config) / "checkpoints" / "last.ckpt", weights_only=True)
+        resumed_ckpt = torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)
+        assert len(resumed_ckpt["optimizer_states"]) == 2 and len(resumed_ckpt["lr_schedulers"]) == 2
+        for x, y in zip(straight_ckpt["optimizer_states"], resumed_ckpt["optimizer_states"]):
+            for key, state in x["state"].items():
+                assert torch.equal(state["exp_avg"], y["state"][key]["exp_avg"])
 
 
 def test_gpu_switches_run_on_cpu(tmp_path):
@@ -263,6 +272,21 @@ def test_ddp_two_cpu_processes(tmp_path):
         assert json.loads((folder / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
         ckpt = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
         assert ckpt["global_step"] == 4  # 16 samples / batch 4 / 2 ranks = 2 steps per epoch, 2 epochs
+
+
+def test_ddp_two_cpu_processes_gan(tmp_path):
+    """The GAN under DDP: each backward reaches one of two networks (find_unused_parameters), two optimizer
+    steps per batch, and testing on rank 0 only."""
+    overrides = ["trainer.max_epochs=2", "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+    command = [sys.executable, "-m", "retinalight.fit", "--exp", "smoke_synthetic", "--arm", "gan", "--runs", str(tmp_path)]
+    result = subprocess.run([*command, "--logger", "none", "--set", *overrides], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = seed_folder(tmp_path / "smoke_synthetic", "gan")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["protocols"]["fov"]["pooled"] and "collapsed_epochs" in metrics
+    ckpt = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 8  # 2 batches per epoch per rank, 2 epochs, a D and a G step per batch
+    assert any(k.startswith("discriminator.") for k in ckpt["state_dict"])
 
 
 # ---- run identity: a folder is its config -----------------------------------------------------------------

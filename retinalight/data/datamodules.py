@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from retinalight.data.datasets import RetinaDataset, Sample, get_dataset
-from retinalight.data.geometry import Region, pad, padded_size
+from retinalight.data.geometry import Region, pad, padded_size, resize_sample_arrays
 from retinalight.data.transforms import build_augmentation, crop_window
 from retinalight.errors import ConfigError
 from retinalight.preprocess import build_preprocess
@@ -153,6 +153,11 @@ class EpochSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.world_size))
 
 
+def resized_sample(sample: Sample, side: int) -> Sample:
+    image, (vessel, fov) = resize_sample_arrays(sample.image, [sample.vessel, sample.fov], side)
+    return Sample(sample.id, image, vessel, fov)
+
+
 def split_holdout(ids: list[str], count: int, seed: int) -> tuple[list[str], list[str]]:
     """(train, val): `count` original training images held out for validation, chosen by `seed`."""
     if not 0 <= count < len(ids):
@@ -181,6 +186,7 @@ class RetinaDataModule(L.LightningDataModule):
             only: the experiment loader refuses it unless the last checkpoint is tested, so it selects nothing).
         augment: {name: kwargs} for `build_augmentation`.
         preprocess: applied to every image before anything else (`retinalight.preprocess.build_preprocess`).
+        resize: train (and validate) on resize x resize images; test images stay at their original size.
         pad_multiple: network input sides are multiples of this (zero padding, square).
         dataset_kwargs: passed to the reader (synthetic: count, size, seed).
     """
@@ -199,6 +205,7 @@ class RetinaDataModule(L.LightningDataModule):
         val_mode: str = "holdout",
         augment: dict | None = None,
         preprocess: str | dict | None = None,
+        resize: int | None = None,
         pad_multiple: int = 16,
         num_workers: int = 0,
         seed: int = 0,
@@ -216,7 +223,7 @@ class RetinaDataModule(L.LightningDataModule):
         )
         self.val_count, self.val_seed, self.val_mode = val_count, val_seed, val_mode
         self.augment = augment if augment is not None else {k: {"p": 0.5} for k in ("rotate", "hflip", "vflip")}
-        self.preprocess = build_preprocess(preprocess)
+        self.preprocess, self.resize = build_preprocess(preprocess), resize
         self.pad_multiple, self.num_workers, self.seed = pad_multiple, num_workers, seed
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
@@ -224,6 +231,8 @@ class RetinaDataModule(L.LightningDataModule):
     @functools.cached_property
     def size(self) -> tuple[int, int]:
         """Padded network input (height, width)."""
+        if self.resize:
+            return padded_size(self.resize, self.resize, self.pad_multiple)
         height, width = self.reader.load(self.reader.ids("training")[0]).image.shape[:2]
         return padded_size(height, width, self.pad_multiple)
 
@@ -235,21 +244,24 @@ class RetinaDataModule(L.LightningDataModule):
         else:
             train_ids, val_ids = ids, []
         self.train_samples = self.load(train_ids)
-        self.val_samples = self.test_samples() if self.val_mode == "test" else self.load(val_ids)
+        self.val_samples = self.load(self.reader.ids("test") if self.val_mode == "test" else val_ids)
 
-    def load(self, ids: list[str]) -> list[Sample]:
-        """Samples with the configured preprocessing applied to their images."""
+    def load(self, ids: list[str], resized: bool = True) -> list[Sample]:
+        """Samples as the network sees them: preprocessed, then resized when `resize` is set (and `resized`)."""
         samples = [self.reader.load(i) for i in ids]
-        if self.preprocess is None:
-            return samples
-        return [dataclasses.replace(s, image=self.preprocess(s.image)) for s in samples]
+        if self.preprocess is not None:
+            samples = [dataclasses.replace(s, image=self.preprocess(s.image)) for s in samples]
+        if self.resize and resized:
+            samples = [resized_sample(s, self.resize) for s in samples]
+        return samples
 
     @property
     def has_validation(self) -> bool:
         return self.val_mode != "holdout" or self.val_count > 0
 
     def test_samples(self) -> list[Sample]:
-        return self.load(self.reader.ids("test"))
+        """Test images preprocessed but at their original size: they are scored there (inference resizes)."""
+        return self.load(self.reader.ids("test"), resized=False)
 
     def _loader(self, dataset, **kwargs) -> DataLoader:
         return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
@@ -266,9 +278,6 @@ class RetinaDataModule(L.LightningDataModule):
             keys = list(range(max(1, self.val_count)))
             return self._loader(torch.utils.data.Subset(dataset, keys), batch_size=1)
         return self._loader(PaddedImages(self.val_samples, self.size), batch_size=1)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(PaddedImages(self.test_samples(), self.size), batch_size=1)
 
 
 class DriveDataModule(RetinaDataModule):

@@ -43,3 +43,19 @@ def pad(array: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Region]:
     out = np.zeros((*size, *array.shape[2:]), dtype=array.dtype)
     out[top : top + height, left : left + width] = array
     return out, Region(top, left, height, width)
+
+
+def resize_sample_arrays(image: np.ndarray, masks: list[np.ndarray], side: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """An image (area interpolation) and its binary masks (nearest) resized to side x side: Retina-GAN's
+    512x512 protocol."""
+    import cv2
+
+    image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    return image, [cv2.resize(m.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST).astype(bool) for m in masks]
+
+
+def resize_back(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A probability map resized (bilinear) to (height, width): predictions are scored at the original size."""
+    import cv2
+
+    return cv2.resize(prob.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)

@@ -12,7 +12,7 @@ import lightning as L
 class TimeToQuality(L.Callback):
     """Write `curve.csv`: validation metrics against seconds spent training (validation time excluded).
 
-    One row per validation: train_seconds, epoch, step, then every logged `val/*` metric. The clock is
+    One row per validation: train_seconds, epoch, step (batches trained), then every logged `val/*` metric. The clock is
     kept in checkpoints, so a resumed run continues its curve where it stopped.
     """
 
@@ -38,7 +38,7 @@ class TimeToQuality(L.Callback):
             if new:
                 writer.writerow(["train_seconds", "epoch", "step", *sorted(metrics)])
             writer.writerow(
-                [f"{self.train_seconds:.1f}", trainer.current_epoch, trainer.global_step, *(f"{metrics[k]:.6f}" for k in sorted(metrics))]
+                [f"{self.train_seconds:.1f}", trainer.current_epoch, module.batch_index, *(f"{metrics[k]:.6f}" for k in sorted(metrics))]
             )
         self._started = time.perf_counter()
 

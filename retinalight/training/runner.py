@@ -29,6 +29,7 @@ from retinalight.metrics.segmentation import METRICS, evaluate_predictions
 from retinalight.models import count_parameters
 from retinalight.provenance import provenance
 from retinalight.training.callbacks import TimeToQuality
+from retinalight.training.gan import GANModule
 from retinalight.training.segmentation import SegmentationModule
 
 LOGGERS = ("csv", "wandb", "none")
@@ -84,6 +85,7 @@ def make_datamodule(config: RunConfig, data_root: str | None = None):
         val_mode=data.val_mode,
         augment=data.augment,
         preprocess=data.preprocess,
+        resize=data.resize,
         pad_multiple=data.pad_multiple,
         num_workers=data.num_workers,
         seed=config.seed,
@@ -91,6 +93,33 @@ def make_datamodule(config: RunConfig, data_root: str | None = None):
     )
     datamodule.reader.require()  # before the Trainer exists: a missing dataset is one line, nothing else
     return datamodule
+
+
+def make_module(config: RunConfig) -> SegmentationModule:
+    """The LightningModule the config names (`module: segmentation | gan`), built from plain dicts."""
+    kwargs = {
+        "model": {"name": config.model.name, "kwargs": config.model.kwargs},
+        "loss": vars(config.loss),
+        "optimizer": vars(config.optimizer),
+        "evaluation": vars(config.evaluation),
+        "preprocess": config.data.preprocess,
+        "resize": config.data.resize,
+        "seed": config.seed,
+        "channels_last": config.trainer.channels_last,
+        "compile": config.trainer.compile,
+    }
+    if config.module == "gan":
+        return GANModule(**kwargs, gan=vars(config.gan))
+    return SegmentationModule(**kwargs)
+
+
+def make_strategy(config: RunConfig):
+    """trainer.strategy, except that a GAN under DDP finds unused parameters: each of its backward passes
+    reaches only one of its two networks."""
+    strategy = config.trainer.strategy
+    if config.module == "gan" and strategy == "ddp":
+        return "ddp_find_unused_parameters_true"
+    return strategy
 
 
 def make_loggers(config: RunConfig, folder: Path, logger: str) -> list:
@@ -134,16 +163,7 @@ def fit_run(
         raise RetinalightError(f"{folder} holds an unfinished run: pass --resume to continue it or --overwrite to start again")
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = make_datamodule(config, data_root)
-    module = SegmentationModule(
-        model={"name": config.model.name, "kwargs": config.model.kwargs},
-        loss=vars(config.loss),
-        optimizer=vars(config.optimizer),
-        evaluation=vars(config.evaluation),
-        preprocess=config.data.preprocess,
-        seed=config.seed,
-        channels_last=config.trainer.channels_last,
-        compile=config.trainer.compile,
-    )
+    module = make_module(config)
     has_val = datamodule.has_validation
     selects = has_val and config.data.val_mode != "test"  # a curve on the test images never selects a checkpoint
     clock = TimeToQuality(folder / "curve.csv")
@@ -161,7 +181,7 @@ def fit_run(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
         devices=t.devices,
-        strategy=t.strategy,
+        strategy=make_strategy(config),
         precision=t.precision,
         deterministic=t.deterministic,
         log_every_n_steps=t.log_every_n_steps,
@@ -199,6 +219,7 @@ def fit_run(
         "buffers": buffers,
         "epochs": trainer.current_epoch,
         "tested_checkpoint": config.evaluation.test_checkpoint,
+        **({"collapsed_epochs": module.collapsed_epochs} if config.module == "gan" else {}),
         "train_seconds": round(clock.train_seconds, 1),  # training only, validation excluded
         "fit_seconds": round(train_seconds, 1),  # this process's fit, validation included
         **provenance(),
@@ -210,7 +231,7 @@ def fit_run(
 
 def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
     """Predict every test image at original size, save predictions/<id>.png (probability x 255), score them."""
-    predictions = predict_samples(model, datamodule.test_samples(), config.data.pad_multiple)
+    predictions = predict_samples(model, datamodule.test_samples(), config.data.pad_multiple, resize=config.data.resize)
     for pred in predictions:
         write_grey(folder / "predictions" / f"{pred.id}.png", (pred.prob * 255).round())
     results = {p: evaluate_predictions(predictions, p, config.evaluation.threshold) for p in config.evaluation.protocols}

@@ -43,7 +43,8 @@ class SegmentationModule(L.LightningModule):
             DropBlock's rate ramps linearly from 0 over the first `drop_ramp` share of the steps, as the
             DropBlock paper recommends (0: the full rate from the start, as the SA-UNet code).
         evaluation: {"protocols", "threshold", "val_auc_thresholds", ...}: validation uses the first protocol.
-        preprocess: the data's preprocessing, kept in the checkpoint so `predict` and `evaluate --ckpt` apply it.
+        preprocess, resize: how the data prepared images, kept in the checkpoint so `predict` and `evaluate --ckpt`
+            prepare them alike.
         seed: base seed; each step reseeds torch from (seed, step, rank), so DropBlock masks do not depend on
             whether the run was resumed (nor on what else drew random numbers before).
         channels_last, compile: speed switches for GPUs.
@@ -56,6 +57,7 @@ class SegmentationModule(L.LightningModule):
         optimizer: dict,
         evaluation: dict,
         preprocess: str | dict | None = None,
+        resize: int | None = None,
         seed: int = 0,
         channels_last: bool = False,
         compile: bool = False,
@@ -76,10 +78,15 @@ class SegmentationModule(L.LightningModule):
             image = image.contiguous(memory_format=torch.channels_last)
         return self.model(image, fov)
 
+    @property
+    def batch_index(self) -> int:
+        """Batches trained so far, what seeds and schedules count (one optimizer step per batch here)."""
+        return self.global_step
+
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        torch.manual_seed(self.hparams.seed * 1_000_003 + self.global_step * 7919 + self.global_rank)
+        torch.manual_seed(self.hparams.seed * 1_000_003 + self.batch_index * 7919 + self.global_rank)
         ramp = self.hparams.optimizer.get("drop_ramp", 0.0) * self.trainer.estimated_stepping_batches
-        scale = min(1.0, self.global_step / ramp) if ramp > 0 else 1.0
+        scale = min(1.0, self.batch_index / ramp) if ramp > 0 else 1.0
         for module in self.model.modules():
             if isinstance(module, DropBlock):
                 module.scale = scale
@@ -111,6 +118,17 @@ class SegmentationModule(L.LightningModule):
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=opt.get("milestones", [100]), gamma=opt.get("gamma", 0.1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+    def batch_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        """The configured schedule as one to step once per batch (for manual optimization): warm-up +
+        cosine, or the multistep schedule with its epoch milestones converted to batches."""
+        opt = self.hparams.optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        if opt.get("schedule", "multistep") == "cosine":
+            return warmup_cosine(optimizer, opt.get("warmup_steps", 0), total)
+        per_epoch = max(1, total // max(1, self.trainer.max_epochs))
+        milestones, gamma = [m * per_epoch for m in opt.get("milestones", [100])], opt.get("gamma", 0.1)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda batch: gamma ** sum(batch >= m for m in milestones))
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
