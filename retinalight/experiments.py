@@ -84,6 +84,8 @@ class EvaluationConfig:
     test_checkpoint: str = "last"  # "last" (as the official SA-UNet code) or "best" (by monitor)
     monitor: str = "val/auc"
     val_auc_thresholds: int | None = 1000  # binned AUROC per epoch (constant memory); None = exact
+    patch_size: int | None = None  # test on patches of this side (sliding window), regrouped; None: whole images
+    patch_overlap: int = 0  # pixels shared by neighbouring test patches (averaged)
 
 
 @dataclass
@@ -181,7 +183,12 @@ class RunConfig:
 
 # Keys added after runs were committed: left out of the identity while at their default, so the folders of
 # earlier runs keep their names (and are reused) when the new key changes nothing.
-ADDED_KEYS = {("data", "preprocess"): None, ("data", "resize"): None}
+ADDED_KEYS = {
+    ("data", "preprocess"): None,
+    ("data", "resize"): None,
+    ("evaluation", "patch_size"): None,
+    ("evaluation", "patch_overlap"): 0,
+}
 
 
 def config_hash(values: dict) -> str:
@@ -430,6 +437,8 @@ DOMAINS = {
     ),
     ("evaluation", "threshold"): (lambda v: 0 < v < 1, "a probability between 0 and 1 (exclusive)"),
     ("evaluation", "val_auc_thresholds"): (_at_least(2), "null (exact) or an integer >= 2"),
+    ("evaluation", "patch_size"): (lambda v: v >= 16 and v % 16 == 0, "null (whole images) or a multiple of 16 >= 16"),
+    ("evaluation", "patch_overlap"): (_at_least(0), "an integer >= 0, less than evaluation.patch_size"),
 }
 TRAINING_IMAGES = {"drive": 20, "chase_db1": 20}  # the official training splits
 
@@ -461,6 +470,10 @@ def _check_run(sections: dict, where: str) -> None:
     if data.val_mode == "holdout" and available and data.val_count >= available:
         raise ConfigError(
             f"'{_join(where, 'data.val_count')}' = {data.val_count}: {data.dataset} has {available} training images; hold out at most {available - 1}"
+        )
+    if evaluation.patch_size and evaluation.patch_overlap >= evaluation.patch_size:
+        raise ConfigError(
+            f"'{_join(where, 'evaluation.patch_overlap')}' = {evaluation.patch_overlap}: must be less than patch_size {evaluation.patch_size}"
         )
     if data.val_mode == "test" and evaluation.test_checkpoint != "last":
         raise ConfigError(

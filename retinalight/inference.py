@@ -10,14 +10,28 @@ from torch import nn
 
 from retinalight.data.datamodules import image_to_tensor
 from retinalight.data.geometry import pad, padded_size, resize_back, resize_sample_arrays
+from retinalight.data.patches import extract_patches, merge_patches
 from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import Prediction
 
+PATCH_BATCH = 16  # patches per forward pass in sliding-window inference
+
 
 @torch.no_grad()
-def predict_probability(model: nn.Module, image: np.ndarray, fov: np.ndarray, multiple: int = 16, resize: int | None = None) -> np.ndarray:
-    """Vessel probability (HxW float32) of one HxWx3 uint8 image at its original size. With `resize`, the
-    network sees the image resized to resize x resize and its output is resized back."""
+def predict_probability(
+    model: nn.Module,
+    image: np.ndarray,
+    fov: np.ndarray,
+    multiple: int = 16,
+    resize: int | None = None,
+    patch_size: int | None = None,
+    patch_overlap: int = 0,
+) -> np.ndarray:
+    """Vessel probability (HxW float32) of one HxWx3 uint8 image at its original size.
+
+    With `resize`, the network sees the image resized to resize x resize and its output is resized back.
+    With `patch_size`, it sees patch_size x patch_size patches (sliding window, `patch_overlap` pixels
+    shared, averaged) of the standardised image, regrouped into the map (`retinalight.data.patches`)."""
     model.eval()
     device = next(model.parameters()).device
     original = image.shape[:2]
@@ -27,18 +41,26 @@ def predict_probability(model: nn.Module, image: np.ndarray, fov: np.ndarray, mu
     padded, region = pad(image, size)
     x = image_to_tensor(padded)[None].to(device)
     mask = torch.from_numpy(pad(fov, size)[0]).float()[None, None].to(device)
-    prob = region.crop(torch.sigmoid(model(x, mask).float())[0, 0]).cpu().numpy()
+    if patch_size:
+        patches, positions = extract_patches(torch.cat([x, mask], dim=1), patch_size, patch_overlap)
+        batch = torch.cat(patches)
+        logits = torch.cat([model(chunk[:, :3], chunk[:, 3:]) for chunk in batch.split(PATCH_BATCH)])
+        prob = merge_patches(list(torch.sigmoid(logits.float())), positions, (1, *size))[0]
+    else:
+        prob = torch.sigmoid(model(x, mask).float())[0, 0]
+    prob = region.crop(prob).cpu().numpy()
     return resize_back(prob, original) if resize else prob
 
 
-def predict_samples(model: nn.Module, samples, multiple: int = 16, preprocess=None, resize: int | None = None) -> list[Prediction]:
+def predict_samples(model: nn.Module, samples, multiple: int = 16, preprocess=None, **inputs) -> list[Prediction]:
     """Predictions for dataset samples, quantised to 8 bits (round(probability x 255) / 255): the form a run
     saves in predictions/, so a run's metrics, `evaluate --ckpt` and `evaluate --pred-dir` agree exactly.
-    `preprocess` and `resize` (a checkpoint's: `checkpoint_inputs`) are applied to each image first."""
+    `preprocess` and `inputs` (resize, patch_size, patch_overlap: a checkpoint's `checkpoint_inputs`) say
+    how images are prepared."""
     out = []
     for s in samples:
         image = preprocess(s.image) if preprocess else s.image
-        prob = predict_probability(model, image, s.fov, multiple, resize)
+        prob = predict_probability(model, image, s.fov, multiple, **inputs)
         out.append(Prediction(s.id, (prob * 255).round() / 255, s.vessel, s.fov))
     return out
 
@@ -64,7 +86,13 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, d
 
 
 def checkpoint_inputs(hparams: dict) -> dict:
-    """How a checkpoint's run prepared its images: {"preprocess": callable or None, "resize": side or None}."""
+    """How a checkpoint's run prepared its images: preprocess (callable or None), resize, patch_size, patch_overlap."""
     from retinalight.preprocess import build_preprocess
 
-    return {"preprocess": build_preprocess(hparams.get("preprocess")), "resize": hparams.get("resize")}
+    evaluation = hparams.get("evaluation") or {}
+    return {
+        "preprocess": build_preprocess(hparams.get("preprocess")),
+        "resize": hparams.get("resize"),
+        "patch_size": evaluation.get("patch_size"),
+        "patch_overlap": evaluation.get("patch_overlap", 0),
+    }

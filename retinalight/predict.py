@@ -52,8 +52,8 @@ def predict_files(ckpt: str, inputs: list[Path], out: Path, threshold: float = 0
         image = read_rgb(path)
         fov_file = fov_dir / f"{path.stem}.png" if fov_dir else None
         fov = read_binary(fov_file) if fov_file and fov_file.is_file() else compute_fov(image)
-        pre = inputs["preprocess"]
-        prob = predict_probability(model, pre(image) if pre else image, fov, resize=inputs["resize"])
+        pre, sizes = inputs["preprocess"], {k: v for k, v in inputs.items() if k != "preprocess"}
+        prob = predict_probability(model, pre(image) if pre else image, fov, **sizes)
         vessels = prob > threshold
         write_grey(out / f"{path.stem}_prob.png", (prob * 255).round())
         write_grey(out / f"{path.stem}_vessels.png", vessels * 255)

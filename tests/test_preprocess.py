@@ -86,3 +86,17 @@ def test_preprocess_key_keeps_earlier_run_identities():
     assert "preprocess" not in plain.identity()["data"]
     assert plain.config_hash() != clahe_cfg.config_hash()
     assert none.config_hash() != clahe_cfg.config_hash()
+
+
+def test_cli_writes_preprocessed_images_and_benchmarks(data_root, tmp_path, capsys):
+    import json
+
+    from retinalight.preprocess.__main__ import main
+
+    image = data_root / "DRIVE" / "test" / "images" / "01_test.tif"
+    assert main(["clahe", "--channel", "gray", "--input", str(image), "--out", str(tmp_path)]) == 0
+    out = read_rgb(tmp_path / "01_test.png")
+    assert out.shape == (584, 565, 3) and (out == clahe(read_rgb(image), channel="gray")).all()
+    assert main(["--bench", "--data-root", str(data_root)]) == 0
+    report = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert report["ace_seconds"] > 0 and report["ace_mean_abs_error_40x40"] <= 0.01

@@ -24,7 +24,7 @@ from retinalight.preprocess.clahe import CHANNELS, clahe
 METHODS: dict[str, Callable[..., np.ndarray]] = {"ace": ace, "clahe": clahe}
 CACHED = {"ace"}  # worth a disk cache (CLAHE takes milliseconds, less than reading a PNG)
 
-__all__ = ["METHODS", "ace", "clahe", "Preprocess", "build_preprocess"]
+__all__ = ["CHANNELS", "METHODS", "ace", "clahe", "Preprocess", "build_preprocess"]
 
 
 class Preprocess:

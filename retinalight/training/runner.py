@@ -231,7 +231,15 @@ def fit_run(
 
 def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
     """Predict every test image at original size, save predictions/<id>.png (probability x 255), score them."""
-    predictions = predict_samples(model, datamodule.test_samples(), config.data.pad_multiple, resize=config.data.resize)
+    e = config.evaluation
+    predictions = predict_samples(
+        model,
+        datamodule.test_samples(),
+        config.data.pad_multiple,
+        resize=config.data.resize,
+        patch_size=e.patch_size,
+        patch_overlap=e.patch_overlap,
+    )
     for pred in predictions:
         write_grey(folder / "predictions" / f"{pred.id}.png", (pred.prob * 255).round())
     results = {p: evaluate_predictions(predictions, p, config.evaluation.threshold) for p in config.evaluation.protocols}
