@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from retinalight.cli import add_data_root, run_main
+from retinalight.errors import ConfigError
 from retinalight.experiments import DEFAULT_PROFILE, list_experiments, load_experiment
 
 
@@ -56,9 +57,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_data_root(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides (the form a W&B sweep agent passes)")
     args = parser.parse_args(argv)
+    try:
+        take_option_overrides(args)
+    except ConfigError as err:
+        parser.error(str(err))
     if not args.exp and not args.list_models:
         parser.error("--exp is required (e.g. --exp ablation_drive)")
     return args
+
+
+OPTION_KEYS = ("exp", "profile", "arm", "seeds", "runs", "logger")  # key=value forms of options (a sweep agent's)
+
+
+def take_option_overrides(args: argparse.Namespace) -> None:
+    """Bare `profile=quick`, `arm=sa_unet`, `seeds=[0,1]` (as a W&B agent or `sweep --set` passes them) set the
+    options; the other key=value pairs stay config overrides. A later value wins."""
+    import yaml
+
+    keep = []
+    for text in [*args.set, *args.overrides]:
+        key, sep, value = text.partition("=")
+        if sep and key.lstrip("-") in OPTION_KEYS:
+            key = key.lstrip("-")
+            parsed = yaml.safe_load(value) if key in ("arm", "seeds") else value
+            if key == "arm":
+                parsed = [str(a) for a in (parsed if isinstance(parsed, list) else [parsed])]
+            if key == "seeds":
+                parsed = parsed if isinstance(parsed, list) else [parsed]
+                if not all(isinstance(v, int) for v in parsed):
+                    raise ConfigError(f"{text!r}: seeds are integers")
+            setattr(args, key, parsed)
+        else:
+            keep.append(text)
+    args.set, args.overrides = keep, []
+
+
+def load_from_args(args: argparse.Namespace):
+    """The experiment the parsed arguments ask for (checked: arms and seeds included), before any training."""
+    experiment = load_experiment(args.exp, args.profile, args.set)
+    for arm in args.arm or []:
+        experiment.run_config(arm, 0)
+    return experiment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         from retinalight.models.__main__ import main as list_models_main
 
         return list_models_main([])
-    experiment = load_experiment(args.exp, args.profile, [*args.set, *args.overrides])
+    experiment = load_from_args(args)
     from retinalight.summary import format_markdown, summary_paths
     from retinalight.training.runner import fit_experiment
 

@@ -208,6 +208,9 @@ def test_wandb_offline_logging(tmp_path):
     )
     folder = seed_folder(tmp_path / "smoke_synthetic", "unet")
     assert list((folder / "wandb").glob("offline-run-*")) and (folder / "logs" / "metrics.csv").is_file()
+    # the test metrics reach the W&B run (a sweep's metric); offline, its records are the run-*.wandb file
+    (records,) = list((folder / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert b"test/fov/auc" in records.read_bytes() and b"test/image/f1" in records.read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -226,7 +226,17 @@ def fit_run(
         "protocols": metrics,
     }
     write_json(folder / "metrics.json", summary)
+    log_test_metrics(trainer.loggers, summary)
     return summary
+
+
+def log_test_metrics(loggers: list, summary: dict) -> None:
+    """Pooled test metrics as test/<protocol>/<metric>: a W&B sweep's metric, logged once at the end."""
+    flat = {f"test/{protocol}/{k}": v for protocol, result in summary["protocols"].items() for k, v in result["pooled"].items()}
+    for logger in loggers:
+        logger.log_metrics(flat)
+        logger.save()
+        logger.finalize("success")
 
 
 def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
@@ -290,6 +300,8 @@ def fit_experiment(
         check_identity(folder, config)
         if is_complete(folder):
             echo(f"{config.arm} seed {config.seed}: complete (same config), reusing {folder}")
+            if logger == "wandb" and rank_zero_only.rank == 0:  # a sweep run that reuses a result still reports it
+                log_test_metrics(make_loggers(config, folder, "wandb")[1:], json.loads((folder / "metrics.json").read_text()))
             continue
         try:
             result = fit_run(config, folder, resume=resume, logger=logger, data_root=data_root)
