@@ -200,17 +200,13 @@ def test_summary_has_second_observer_row_when_annotations_exist(data_root, tmp_p
 
 
 def test_wandb_offline_logging(tmp_path):
-    assert (
-        fit_main(
-            ["--exp", "smoke_synthetic", "--arm", "unet", "--runs", str(tmp_path), "--logger", "wandb", "--set", "trainer.max_epochs=1"]
-        )
-        == 0
-    )
-    folder = seed_folder(tmp_path / "smoke_synthetic", "unet")
-    assert list((folder / "wandb").glob("offline-run-*")) and (folder / "logs" / "metrics.csv").is_file()
-    # the test metrics reach the W&B run (a sweep's metric); offline, its records are the run-*.wandb file
-    (records,) = list((folder / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert b"test/fov/auc" in records.read_bytes() and b"test/image/f1" in records.read_bytes()
+    """Two arms in one invocation: two W&B runs, each ending with its own test metrics (a sweep's metric)."""
+    assert fit_main(["--exp", "smoke_synthetic", "--runs", str(tmp_path), "--logger", "wandb", "--set", "trainer.max_epochs=1"]) == 0
+    for arm in ("unet", "sa_unet"):
+        folder = seed_folder(tmp_path / "smoke_synthetic", arm)
+        assert (folder / "logs" / "metrics.csv").is_file()
+        (records,) = list((folder / "wandb").glob("offline-run-*/run-*.wandb"))  # offline, a run's records
+        assert b"test/fov/auc" in records.read_bytes() and b"test/image/f1" in records.read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -237,6 +237,8 @@ def log_test_metrics(loggers: list, summary: dict) -> None:
         logger.log_metrics(flat)
         logger.save()
         logger.finalize("success")
+        if type(logger).__name__ == "WandbLogger":  # end the W&B run: the next arm must not log into it
+            logger.experiment.finish()
 
 
 def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
