@@ -292,3 +292,11 @@ def test_test_set_curve_uses_every_training_image(data_root):
     dm = DriveDataModule(data_root, batch_size=2, samples_per_epoch=2, val_mode="test")
     dm.setup()
     assert len(dm.train_samples) == 20 and [s.id for s in dm.val_samples] == Drive(data_root).ids("test")
+
+
+def test_shard_sampler_scores_each_image_once_across_ranks():
+    from retinalight.data.datamodules import ShardSampler
+
+    for length, world in ((20, 2), (7, 3), (1, 4)):
+        shards = [list(ShardSampler(length, rank, world)) for rank in range(world)]
+        assert sorted(i for shard in shards for i in shard) == list(range(length))

@@ -8,9 +8,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from retinalight.data.datasets import get_dataset
 from retinalight.evaluate import main as evaluate_main
 from retinalight.experiments import load_experiment
 from retinalight.fit import main as fit_main
+from retinalight.inference import checkpoint_inputs, load_checkpoint, predict_samples
+from retinalight.metrics.segmentation import evaluate_predictions
 from retinalight.predict import main as predict_main
 from retinalight.training.runner import fit_run, run_dir
 
@@ -271,6 +274,14 @@ def test_ddp_two_cpu_processes(tmp_path):
         assert json.loads((folder / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
         ckpt = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
         assert ckpt["global_step"] == 4  # 16 samples / batch 4 / 2 ranks = 2 steps per epoch, 2 epochs
+        # test metrics are exact: one process scoring the same checkpoint on every test image agrees to 1e-6
+        model, hparams = load_checkpoint(folder / "checkpoints" / "last.ckpt")
+        reader = get_dataset("synthetic", tmp_path, count=16, size=64)
+        single = evaluate_predictions(predict_samples(model, reader.load_split("test"), **checkpoint_inputs(hparams)), "fov")
+        recorded = json.loads((folder / "metrics.json").read_text())["protocols"]["fov"]
+        assert [r["id"] for r in recorded["per_image"]] == [r["id"] for r in single["per_image"]]  # each image once
+        for key, value in single["pooled"].items():
+            assert abs(recorded["pooled"][key] - value) < 1e-6, key
 
 
 def test_ddp_two_cpu_processes_gan(tmp_path):

@@ -153,6 +153,20 @@ class EpochSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.world_size))
 
 
+class ShardSampler(Sampler[int]):
+    """Indices rank, rank + world_size, ...: each image scored by exactly one rank (no padding repeats,
+    which DistributedSampler adds to even out the ranks)."""
+
+    def __init__(self, length: int, rank: int = 0, world_size: int = 1):
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def resized_sample(sample: Sample, side: int) -> Sample:
     image, (vessel, fov) = resize_sample_arrays(sample.image, [sample.vessel, sample.fov], side)
     return Sample(sample.id, image, vessel, fov)
@@ -275,9 +289,11 @@ class RetinaDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         if self.val_mode == "augmented":  # fixed keys far from the training keys: the same images every epoch
             dataset = AugmentedSamples(self.train_samples, self.augment, self.size, None, self.seed + 10_000)
-            keys = list(range(max(1, self.val_count)))
-            return self._loader(torch.utils.data.Subset(dataset, keys), batch_size=1)
-        return self._loader(PaddedImages(self.val_samples, self.size), batch_size=1)
+            dataset = torch.utils.data.Subset(dataset, list(range(max(1, self.val_count))))
+        else:
+            dataset = PaddedImages(self.val_samples, self.size)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return self._loader(dataset, batch_size=1, sampler=ShardSampler(len(dataset), rank, world))
 
 
 class DriveDataModule(RetinaDataModule):
