@@ -69,6 +69,8 @@ class TrainerConfig:
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"
+    num_nodes: int = 1  # machines (SLURM: --nodes); devices is per machine
+    sync_batchnorm: bool = False  # one BatchNorm over the global batch under DDP (the BatchNorm arms)
     precision: str = "32-true"
     compile: bool = False
     channels_last: bool = False
@@ -188,6 +190,8 @@ ADDED_KEYS = {
     ("data", "resize"): None,
     ("evaluation", "patch_size"): None,
     ("evaluation", "patch_overlap"): 0,
+    ("trainer", "num_nodes"): 1,
+    ("trainer", "sync_batchnorm"): False,
 }
 
 
@@ -428,6 +432,7 @@ DOMAINS = {
     ("optimizer", "warmup_steps"): (_at_least(0), "an integer >= 0"),
     ("optimizer", "drop_ramp"): (lambda v: 0 <= v <= 1, "a share of the steps in [0, 1]"),
     ("trainer", "max_epochs"): (_at_least(1), "an integer >= 1"),
+    ("trainer", "num_nodes"): (_at_least(1), "an integer >= 1"),
     ("trainer", "log_every_n_steps"): (_at_least(1), "an integer >= 1"),
     ("trainer", "check_val_every_n_epoch"): (_at_least(1), "an integer >= 1"),
     ("trainer", "precision"): (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),

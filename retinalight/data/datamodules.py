@@ -137,17 +137,20 @@ class PaddedImages(Dataset):
 
 
 class EpochSampler(Sampler[int]):
-    """Yields the sample keys of one epoch (epoch * length + i), this rank's share under DDP."""
+    """Yields the sample keys of one epoch (epoch * length + i), this rank's share under DDP; `skip` keys
+    are left out once, at the start of the next epoch iterated (a mid-epoch resume, see `ResumableLoader`)."""
 
     def __init__(self, length: int, rank: int = 0, world_size: int = 1):
-        self.length, self.rank, self.world_size, self.epoch = length, rank, world_size, 0
+        self.length, self.rank, self.world_size, self.epoch, self.skip = length, rank, world_size, 0, 0
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
         self.epoch = epoch
 
     def __iter__(self):
         start = self.epoch * self.length
-        return iter(range(start + self.rank, start + self.length, self.world_size))
+        keys = range(start + self.rank, start + self.length, self.world_size)[self.skip :]
+        self.skip = 0
+        return iter(keys)
 
     def __len__(self) -> int:
         return len(range(self.rank, self.length, self.world_size))
@@ -170,6 +173,28 @@ class ShardSampler(Sampler[int]):
 def resized_sample(sample: Sample, side: int) -> Sample:
     image, (vessel, fov) = resize_sample_arrays(sample.image, [sample.vessel, sample.fov], side)
     return Sample(sample.id, image, vessel, fov)
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, resumable mid-epoch: Lightning stores `state_dict()` in every checkpoint (the
+    batches completed in the current epoch, from `progress`), and after a restore the loader skips them, so
+    a run preempted mid-epoch (`retinalight.training.callbacks.Preemption`) draws exactly the samples an
+    uninterrupted run would."""
+
+    def __init__(self, *args, progress=lambda: 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.progress, self._resume = progress, 0
+
+    def __iter__(self):
+        self.sampler.skip, self._resume = self._resume * self.batch_size, 0
+        return super().__iter__()
+
+    def state_dict(self) -> dict:
+        done = self.progress()
+        return {"batches_done": done if done < len(self) else 0}  # a finished epoch resumes at the next one's start
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = int(state.get("batches_done", 0))
 
 
 def split_holdout(ids: list[str], count: int, seed: int) -> tuple[list[str], list[str]]:
@@ -284,7 +309,15 @@ class RetinaDataModule(L.LightningDataModule):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         dataset = AugmentedSamples(self.train_samples, self.augment, self.size, self.crop_size, self.seed, self.crop_sampling)
         sampler = EpochSampler(self.samples_per_epoch, rank, world)
-        return self._loader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=False)
+        return ResumableLoader(
+            dataset,
+            progress=lambda: self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer else 0,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         if self.val_mode == "augmented":  # fixed keys far from the training keys: the same images every epoch

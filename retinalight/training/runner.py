@@ -28,7 +28,7 @@ from retinalight.inference import predict_samples
 from retinalight.metrics.segmentation import METRICS, evaluate_predictions
 from retinalight.models import count_parameters
 from retinalight.provenance import provenance
-from retinalight.training.callbacks import TimeToQuality
+from retinalight.training.callbacks import Preemption, TimeToQuality
 from retinalight.training.gan import GANModule
 from retinalight.training.segmentation import SegmentationModule
 
@@ -122,6 +122,13 @@ def make_strategy(config: RunConfig):
     return strategy
 
 
+def slurm_plugins() -> list:
+    """Under SLURM, Lightning's environment without its own SIGUSR1 requeue (`Preemption` does it at a batch boundary)."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
 def make_loggers(config: RunConfig, folder: Path, logger: str) -> list:
     from lightning.pytorch.loggers import CSVLogger
 
@@ -159,7 +166,8 @@ def fit_run(
     folder.mkdir(parents=True, exist_ok=True)
     ckpt_dir = folder / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    if last.exists() and not resume:
+    preempted = sorted(folder.glob("hpc_ckpt_*.ckpt"))  # saved on SLURM's SIGUSR1 before a requeue
+    if last.exists() and not resume and not preempted:
         raise RetinalightError(f"{folder} holds an unfinished run: pass --resume to continue it or --overwrite to start again")
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = make_datamodule(config, data_root)
@@ -182,12 +190,15 @@ def fit_run(
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=make_strategy(config),
+        num_nodes=t.num_nodes,
+        sync_batchnorm=t.sync_batchnorm,
         precision=t.precision,
         deterministic=t.deterministic,
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
         limit_val_batches=1.0 if has_val else 0,
-        callbacks=[clock, *checkpoints, *(callbacks or [])],
+        callbacks=[clock, *checkpoints, Preemption(folder), *(callbacks or [])],
+        plugins=slurm_plugins(),
         logger=make_loggers(config, folder, logger) or False,
         use_distributed_sampler=False,  # EpochSampler shards by rank itself
         num_sanity_val_steps=0,
@@ -196,7 +207,9 @@ def fit_run(
     if trainer.global_rank == 0:
         (folder / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     started = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
+    # a requeued job continues from its preemption checkpoint without --resume (Lightning's "hpc" path)
+    ckpt_path = "hpc" if preempted else (str(last) if resume and last.exists() else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.time() - started
     if trainer.global_rank != 0:
         return None
@@ -226,6 +239,8 @@ def fit_run(
         "protocols": metrics,
     }
     write_json(folder / "metrics.json", summary)
+    for stale in folder.glob("hpc_ckpt_*.ckpt"):  # the run is complete: preemption checkpoints are spent
+        stale.unlink()
     log_test_metrics(trainer.loggers, summary)
     return summary
 

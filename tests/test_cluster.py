@@ -1,0 +1,140 @@
+"""Cluster jobs: SLURM preemption (SIGUSR1 -> checkpoint, requeue, resume without --resume) and the
+command lines of the templates in cluster/."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+SMOKE = [sys.executable, "-m", "retinalight.fit", "--exp", "smoke_synthetic", "--arm", "unet", "--logger", "none"]
+LONG = ["--set", "data.samples_per_epoch=480", "trainer.max_epochs=2", "trainer.deterministic=true"]
+
+
+def _only(folder: Path, pattern: str) -> Path:
+    found = list(folder.glob(pattern))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _wait_for(condition, proc, timeout=240.0):
+    start = time.time()
+    while not condition():
+        assert proc.poll() is None, "the run ended before the test could preempt it"
+        assert time.time() - start < timeout, "timed out"
+        time.sleep(0.05)
+
+
+def test_slurm_preemption_requeues_and_resumes_to_the_same_weights(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    straight = subprocess.run([*SMOKE, "--runs", str(tmp_path / "straight"), *LONG], env=env, capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    # a simulated SLURM job: environment variables and an `scontrol` that records its arguments
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol.log"
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {
+        **env,
+        "PATH": f"{bin_dir}:{env['PATH']}",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "retinalight",
+        "SLURM_NTASKS": "1",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+    }
+    runs = tmp_path / "preempted"
+    command = [*SMOKE, "--runs", str(runs), *LONG]
+    job = subprocess.Popen(command, env=slurm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: list(runs.glob("smoke_synthetic/unet/*/seed0/curve.csv")), job)  # epoch 0 validated
+    time.sleep(1.0)  # into epoch 1 (about 4 s long here)
+    job.send_signal(signal.SIGUSR1)
+    output, _ = job.communicate(timeout=120)
+    folder = _only(runs / "smoke_synthetic" / "unet", "*/seed0")
+    assert job.returncode == 0 and "preempted: checkpoint saved" in output, output[-2000:]
+    assert _only(folder, "hpc_ckpt_*.ckpt") and not (folder / "metrics.json").exists()
+    assert calls.read_text().split() == ["requeue", "4242"]
+    step = torch.load(_only(folder, "hpc_ckpt_*.ckpt"), weights_only=True)["global_step"]
+    assert 120 < step < 240  # preempted mid-epoch 1 (120 steps per epoch, 2 epochs)
+
+    # the requeued job: the very same command, no --resume
+    requeued = subprocess.run(command, env=slurm, capture_output=True, text=True, timeout=300)
+    assert requeued.returncode == 0, requeued.stderr[-2000:]
+    assert not list(folder.glob("hpc_ckpt_*.ckpt"))  # spent once the run is complete
+    a = torch.load(_only(tmp_path / "straight" / "smoke_synthetic" / "unet", "*/seed0") / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 240
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+
+
+CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
+
+
+def _launched(template: Path, tmp_path: Path, extra_env: dict | None = None) -> list[list[str]]:
+    """Run a template with srun/torchrun/wandb stubbed: the argument lists they were called with."""
+    bin_dir = tmp_path / "stubs"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp_path / "launched.txt"
+    for tool in ("srun", "torchrun", "wandb"):
+        (bin_dir / tool).write_text(f'#!/bin/bash\n{{ echo "{tool}"; printf "%s\\n" "$@"; echo "--end--"; }} >> {log}\n')
+        (bin_dir / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", **(extra_env or {})}
+    args = ["ENTITY/PROJECT/abc123"] if template.name == "wandb_agent.sbatch" else []
+    result = subprocess.run(["bash", str(template), *args], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    calls = [block.strip("\n").split("\n") for block in log.read_text().split("--end--") if block.strip()]
+    log.unlink()
+    return calls
+
+
+def _fit_args(call: list[str]) -> list[str]:
+    """The arguments after `-m retinalight.fit` in a launcher's command line."""
+    start = call.index("retinalight.fit")
+    assert call[start - 1] == "-m"
+    return call[start + 1 :]
+
+
+def test_every_template_launches_a_valid_fit_command(tmp_path):
+    from retinalight.fit import load_from_args, parse_args
+
+    templates = sorted(p for p in CLUSTER.iterdir() if p.suffix in (".sbatch", ".sh"))
+    assert {p.name for p in templates} >= {
+        "slurm_1node.sbatch",
+        "slurm_multinode.sbatch",
+        "slurm_array.sbatch",
+        "wandb_agent.sbatch",
+        "torchrun.sh",
+    }
+    for template in templates:
+        if template.name == "slurm_array.sbatch":
+            continue
+        (call,) = _launched(template, tmp_path)
+        if call[0] == "wandb":
+            assert call[1:] == ["agent", "--count", "1", "ENTITY/PROJECT/abc123"]
+            continue
+        args = parse_args(_fit_args(call))
+        experiment = load_from_args(args)
+        config = experiment.run_config(args.arm[0], args.seeds[0])
+        if "--nodes=2" in template.read_text():
+            assert config.trainer.num_nodes == 2 and config.trainer.devices == 4
+
+
+def test_array_template_maps_task_ids_to_every_arm_and_seed(tmp_path):
+    from retinalight.fit import load_from_args, parse_args
+
+    seen = set()
+    for task in range(15):
+        (call,) = _launched(CLUSTER / "slurm_array.sbatch", tmp_path, {"SLURM_ARRAY_TASK_ID": str(task)})
+        args = parse_args(_fit_args(call))
+        load_from_args(args)
+        seen.add((args.arm[0], args.seeds[0]))
+    assert seen == {(arm, seed) for arm in ("unet", "unet_sa", "sd_unet", "backbone", "sa_unet") for seed in range(3)}
