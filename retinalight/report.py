@@ -1,0 +1,219 @@
+"""A report of one experiment's runs: report.md with the summary table and PNG figures (headless matplotlib).
+
+  python -m retinalight.report runs/ablation_drive                  # the newest summary in that folder
+  python -m retinalight.report results/retinagan_drive --label quick --out report/
+
+Figures (each skipped, with a line in report.md saying why, when its inputs are absent):
+- per_image_<protocol>.png: ACC, SE and SP of every test image for every arm (Retina-GAN's Figs. 9-11);
+- pooled_<protocol>.png: pooled AUC and F1 per arm, mean and seeds, the paper's value beside ours;
+- curves.png: validation AUC against training minutes (each run's curve.csv);
+- panels.png: image, ground truth and each arm's map with true positives white, false positives red and
+  false negatives blue, plus a zoomed detail (SA-UNet's Figs. 5-7); needs the runs' predictions/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from retinalight.cli import add_data_root, resolve_data_root, run_main
+from retinalight.errors import DataFileError
+
+PER_IMAGE = (("acc", "ACC"), ("se", "SE"), ("sp", "SP"))
+
+
+def find_summary(folder: Path, label: str | None) -> Path:
+    if label:
+        path = folder / f"summary-{label}.json"
+        if not path.is_file():
+            raise DataFileError(f"{path}: no such summary (run `python -m retinalight.fit` first)")
+        return path
+    found = sorted(folder.glob("summary-*.json"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise DataFileError(f"{folder}: no summary-*.json (is this runs/<experiment>?)")
+    return found[-1]
+
+
+def seed_folders(folder: Path, summary: dict, arm: str, protocol: str) -> list[Path]:
+    row = summary["protocols"][protocol]["arms"][arm]
+    config = folder / arm / f"{summary['profile']}-{row['config_hash']}"
+    return [config / f"seed{seed}" for seed in row["seeds"]]
+
+
+def per_image_table(seeds: list[Path], protocol: str) -> dict[str, dict[str, float]]:
+    """{image id: {metric: mean over seeds}} from each seed's per_image.csv."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for seed in seeds:
+        with open(seed / "per_image.csv") as f:
+            for row in csv.DictReader(f):
+                if row["protocol"] == protocol:
+                    cell = values.setdefault(row["id"], {})
+                    for key, _ in PER_IMAGE:
+                        cell.setdefault(key, []).append(float(row[key]))
+    return {i: {k: float(np.mean(v)) for k, v in cell.items()} for i, cell in values.items()}
+
+
+def plot_per_image(tables: dict[str, dict], protocol: str, out: Path, plt) -> Path:
+    ids = sorted(next(iter(tables.values())))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    for ax, (key, name) in zip(axes, PER_IMAGE):
+        for arm, table in tables.items():
+            ax.plot(range(1, len(ids) + 1), [table[i][key] for i in ids], marker="o", ms=3, label=arm)
+        ax.set(title=f"{name} per test image ({protocol})", xlabel="test image", xticks=range(1, len(ids) + 1))
+        ax.set_xticklabels(ids, rotation=90, fontsize=7)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    path = out / f"per_image_{protocol}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pooled(summary: dict, protocol: str, out: Path, plt) -> Path:
+    arms = summary["protocols"][protocol]["arms"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    for ax, key in zip(axes, ("auc", "f1")):
+        names = list(arms)
+        means = [arms[a]["mean"][key] for a in names]
+        ax.barh(names, means, color="#4c78a8", alpha=0.8, label="ours (mean over seeds)")
+        for y, arm in enumerate(names):
+            ax.errorbar(means[y], y, xerr=arms[arm]["std"][key], color="black", capsize=3)
+            paper = (arms[arm].get("paper") or {}).get(key)
+            if paper is not None and protocol == summary["paper"].get("protocol", "image"):
+                ax.plot(paper, y, "D", color="#e45756", label="paper" if y == 0 else None)
+        low = min(means) - 0.03
+        ax.set(xlim=(max(0.0, low), min(1.0, max(means) + 0.02)), title=f"pooled {key.upper()} ({protocol})")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    path = out / f"pooled_{protocol}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(curves: dict[str, list[Path]], out: Path, plt) -> Path | None:
+    if not any(curves.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    for color, (arm, files) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3, curves.items()):
+        for k, file in enumerate(files):
+            with open(file) as f:
+                rows = [r for r in csv.DictReader(f) if r.get("val/auc")]
+            ax.plot(
+                [float(r["train_seconds"]) / 60 for r in rows],
+                [float(r["val/auc"]) for r in rows],
+                color=color,
+                marker=".",
+                label=arm if k == 0 else None,
+                alpha=0.8,
+            )
+    ax.set(xlabel="training minutes", ylabel="val/auc (the images data.val_mode names)", title="time to quality (curve.csv)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = out / "curves.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def error_map(prob: np.ndarray, vessel: np.ndarray, fov: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """RGB: true positives white, false positives red, false negatives blue, outside the FOV dark grey."""
+    pred = prob > threshold
+    out = np.zeros((*vessel.shape, 3), np.uint8)
+    out[~fov] = 40
+    out[pred & vessel] = 255
+    out[pred & ~vessel] = (230, 40, 40)
+    out[~pred & vessel] = (40, 90, 255)
+    return out
+
+
+def plot_panels(reader, image_id: str, maps: dict[str, Path], out: Path, plt) -> Path:
+    from retinalight.data.io import read_grey
+
+    sample = reader.load(image_id)
+    height, width = sample.vessel.shape
+    box = (slice(height // 2 - 64, height // 2 + 64), slice(width // 4 - 64, width // 4 + 64))  # near the disc side
+    columns = [("image", sample.image), ("ground truth", np.repeat(sample.vessel[..., None] * 255, 3, 2).astype(np.uint8))]
+    columns += [(arm, error_map(read_grey(path) / 255, sample.vessel, sample.fov)) for arm, path in maps.items()]
+    fig, axes = plt.subplots(2, len(columns), figsize=(2.6 * len(columns), 5.4), constrained_layout=True, squeeze=False)
+    for k, (name, picture) in enumerate(columns):
+        axes[0, k].imshow(picture)
+        axes[0, k].add_patch(plt.Rectangle((box[1].start, box[0].start), 128, 128, fill=False, color="yellow", lw=1))
+        axes[1, k].imshow(picture[box], interpolation="nearest")
+        axes[0, k].set_title(name, fontsize=9)
+        for ax in axes[:, k]:
+            ax.set_axis_off()
+    fig.suptitle(f"test image {image_id}: true positive white, false positive red, false negative blue", fontsize=9)
+    path = out / "panels.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    folder: Path, label: str | None = None, out: Path | None = None, data_root: str | None = None, image: str | None = None
+) -> Path:
+    """Figures and report.md for the summary `label` (default: the newest) of runs/<experiment> `folder`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from retinalight.data.datasets import get_dataset
+    from retinalight.summary import format_markdown
+
+    folder = Path(folder)
+    summary_path = find_summary(folder, label)
+    summary = json.loads(summary_path.read_text())
+    out = Path(out) if out else folder / f"report-{summary_path.stem.removeprefix('summary-')}"
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [format_markdown(summary), "", "## Figures", ""]
+    protocols = list(summary["protocols"])
+    first = protocols[0]
+    arms = list(summary["protocols"][first]["arms"])
+    seeds = {arm: seed_folders(folder, summary, arm, first) for arm in arms}
+    for protocol in protocols:
+        tables = {arm: per_image_table(seed_folders(folder, summary, arm, protocol), protocol) for arm in arms}
+        lines.append(f"![per image, {protocol}]({plot_per_image(tables, protocol, out, plt).name})")
+        lines.append(f"![pooled, {protocol}]({plot_pooled(summary, protocol, out, plt).name})")
+    curves = plot_curves({arm: [s / "curve.csv" for s in seeds[arm] if (s / "curve.csv").is_file()] for arm in arms}, out, plt)
+    lines.append(f"![curves]({curves.name})" if curves else "No learning curves: these runs validated nothing (curve.csv absent).")
+    available = {arm: seeds[arm][0] / "predictions" for arm in arms if (seeds[arm][0] / "predictions").is_dir()}
+    if available:
+        data = yaml.safe_load((seeds[arms[0]][0] / "config.yaml").read_text())["data"]
+        reader = get_dataset(data["dataset"], resolve_data_root(data_root), **data.get("dataset_kwargs", {}))
+        reader.require()
+        image_id = image or reader.ids("test")[0]
+        found = {arm: d / f"{image_id}.png" for arm, d in available.items() if (d / f"{image_id}.png").is_file()}
+        lines.append(f"![panels]({plot_panels(reader, image_id, found, out, plt).name})")
+    else:
+        lines.append("No prediction panels: the run folders hold no predictions/ (results/ keeps only metrics).")
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m retinalight.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folder", type=Path, help="runs/<experiment> (or results/<experiment>)")
+    parser.add_argument("--label", default=None, help="which summary: summary-<label>.json (default: the newest)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <folder>/report-<label>)")
+    parser.add_argument("--image", default=None, help="test image id of the prediction panels (default: the first)")
+    add_data_root(parser)
+    args = parser.parse_args(argv)
+    if not args.folder.is_dir():
+        raise DataFileError(f"{args.folder}: not a folder")
+    report = write_report(args.folder, args.label, args.out, args.data_root, args.image)
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,49 @@
+"""The report: report.md with the summary table and PNG figures built from run folders."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from retinalight.errors import DataFileError
+from retinalight.fit import main as fit_main
+from retinalight.report import error_map
+from retinalight.report import main as report_main
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    assert fit_main(["--exp", "smoke_synthetic", "--runs", str(runs), "--logger", "none", "--set", "trainer.max_epochs=2"]) == 0
+    return runs / "smoke_synthetic"
+
+
+def test_report_has_table_and_figures(smoke_runs, tmp_path, capsys):
+    assert report_main([str(smoke_runs), "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| unet |" in report and "| sa_unet |" in report
+    for name in ("per_image_fov.png", "pooled_fov.png", "curves.png", "panels.png"):
+        assert (tmp_path / name).stat().st_size > 5_000, name
+        assert f"({name})" in report
+
+
+def test_report_without_predictions_says_so(smoke_runs, tmp_path):
+    copy = tmp_path / "smoke_synthetic"
+    shutil.copytree(smoke_runs, copy, ignore=shutil.ignore_patterns("predictions", "checkpoints"))
+    assert report_main([str(copy), "--out", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "No prediction panels" in report and not (tmp_path / "out" / "panels.png").exists()
+
+
+def test_report_on_a_folder_without_summaries_is_one_error(tmp_path):
+    with pytest.raises(DataFileError, match="no summary"):
+        report_main([str(tmp_path)])
+
+
+def test_error_map_colours():
+    prob = np.array([[0.9, 0.9, 0.1, 0.1]])
+    vessel = np.array([[True, False, True, False]])
+    colours = error_map(prob, vessel, np.ones_like(vessel))
+    assert colours[0, 0].tolist() == [255, 255, 255] and colours[0, 1, 0] > 200 and colours[0, 2, 2] > 200 and colours[0, 3].sum() == 0
