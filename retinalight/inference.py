@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,19 @@ from retinalight.metrics.segmentation import Prediction
 PATCH_BATCH = 16  # patches per forward pass in sliding-window inference
 
 
+Probability = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (N,3,H,W) image, (N,1,H,W) FOV -> (N,1,H,W) in [0, 1]
+
+
+def torch_probability(model: nn.Module) -> Probability:
+    """A PyTorch network (logits out) as a probability function, on the network's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    return lambda x, fov: torch.sigmoid(model(x.to(device), fov.to(device)).float()).cpu()
+
+
 @torch.no_grad()
 def predict_probability(
-    model: nn.Module,
+    model: nn.Module | Probability,
     image: np.ndarray,
     fov: np.ndarray,
     multiple: int = 16,
@@ -29,26 +40,26 @@ def predict_probability(
 ) -> np.ndarray:
     """Vessel probability (HxW float32) of one HxWx3 uint8 image at its original size.
 
+    `model` is a network or a probability function (an exported ONNX model: `retinalight.export.onnx_probability`).
     With `resize`, the network sees the image resized to resize x resize and its output is resized back.
     With `patch_size`, it sees patch_size x patch_size patches (sliding window, `patch_overlap` pixels
     shared, averaged) of the standardised image, regrouped into the map (`retinalight.data.patches`)."""
-    model.eval()
-    device = next(model.parameters()).device
+    probability = torch_probability(model) if isinstance(model, nn.Module) else model
     original = image.shape[:2]
     if resize:
         image, (fov,) = resize_sample_arrays(image, [fov], resize)
     size = padded_size(*image.shape[:2], multiple)
     padded, region = pad(image, size)
-    x = image_to_tensor(padded)[None].to(device)
-    mask = torch.from_numpy(pad(fov, size)[0]).float()[None, None].to(device)
+    x = image_to_tensor(padded)[None]
+    mask = torch.from_numpy(pad(fov, size)[0]).float()[None, None]
     if patch_size:
         patches, positions = extract_patches(torch.cat([x, mask], dim=1), patch_size, patch_overlap)
         batch = torch.cat(patches)
-        logits = torch.cat([model(chunk[:, :3], chunk[:, 3:]) for chunk in batch.split(PATCH_BATCH)])
-        prob = merge_patches(list(torch.sigmoid(logits.float())), positions, (1, *size))[0]
+        probs = torch.cat([probability(chunk[:, :3], chunk[:, 3:]) for chunk in batch.split(PATCH_BATCH)])
+        prob = merge_patches(list(probs), positions, (1, *size))[0]
     else:
-        prob = torch.sigmoid(model(x, mask).float())[0, 0]
-    prob = region.crop(prob).cpu().numpy()
+        prob = probability(x, mask)[0, 0]
+    prob = region.crop(prob).numpy()
     return resize_back(prob, original) if resize else prob
 
 

@@ -1,6 +1,7 @@
 """Segment vessels in fundus images of any size with a trained checkpoint.
 
   python -m retinalight.predict --ckpt runs/ablation_drive/sa_unet/quick-<hash>/seed0/checkpoints/last.ckpt --input photos/ --out predicted/
+  python -m retinalight.predict --onnx sa_unet.onnx --input photos/ --out predicted/      # an exported model
 
 For each image writes <name>_prob.png (probability x 255), <name>_vessels.png (binary at --threshold) and
 <name>_overlay.png (vessels in green over the photo). The image is zero-padded for the network and the
@@ -41,19 +42,30 @@ def overlay(image: np.ndarray, vessels: np.ndarray) -> np.ndarray:
     return out
 
 
-def predict_files(ckpt: str, inputs: list[Path], out: Path, threshold: float = 0.5, fov_dir: Path | None = None) -> list[Path]:
+def predict_files(
+    model_file: str, images: list[Path], out: Path, threshold: float = 0.5, fov_dir: Path | None = None, onnx: bool = False
+) -> list[Path]:
+    """Write probability, binary and overlay maps of `images` with a checkpoint (or, `onnx`, an exported model)."""
     from PIL import Image
 
-    model, hparams = load_checkpoint(ckpt)
-    inputs = checkpoint_inputs(hparams)
+    if onnx:
+        from retinalight.export import onnx_probability
+        from retinalight.preprocess import build_preprocess
+
+        model, prep = onnx_probability(model_file)
+        preprocess = build_preprocess(prep.get("preprocess"))
+        sizes = {k: prep.get(k) for k in ("resize", "patch_size")} | {"patch_overlap": prep.get("patch_overlap", 0)}
+    else:
+        model, hparams = load_checkpoint(model_file)
+        prepared = checkpoint_inputs(hparams)
+        preprocess, sizes = prepared.pop("preprocess"), prepared
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in tqdm(inputs, desc="predict", unit="image", disable=None):
+    for path in tqdm(images, desc="predict", unit="image", disable=None):
         image = read_rgb(path)
         fov_file = fov_dir / f"{path.stem}.png" if fov_dir else None
         fov = read_binary(fov_file) if fov_file and fov_file.is_file() else compute_fov(image)
-        pre, sizes = inputs["preprocess"], {k: v for k, v in inputs.items() if k != "preprocess"}
-        prob = predict_probability(model, pre(image) if pre else image, fov, **sizes)
+        prob = predict_probability(model, preprocess(image) if preprocess else image, fov, **sizes)
         vessels = prob > threshold
         write_grey(out / f"{path.stem}_prob.png", (prob * 255).round())
         write_grey(out / f"{path.stem}_vessels.png", vessels * 255)
@@ -66,13 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m retinalight.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint written by retinalight.fit")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt", metavar="PATH", help="checkpoint written by retinalight.fit")
+    source.add_argument("--onnx", metavar="PATH", help="model written by retinalight.export (no Lightning, no checkpoint)")
     parser.add_argument("--input", required=True, metavar="FILE_OR_DIR", help="a fundus image or a folder of them")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the binary map (default 0.5)")
     parser.add_argument("--fov-dir", type=Path, default=None, metavar="DIR", help="optional FOV masks named <image name>.png")
     args = parser.parse_args(argv)
-    written = predict_files(args.ckpt, list_images(Path(args.input)), Path(args.out), args.threshold, args.fov_dir)
+    written = predict_files(
+        args.ckpt or args.onnx, list_images(Path(args.input)), Path(args.out), args.threshold, args.fov_dir, bool(args.onnx)
+    )
     print(f"wrote {len(written)} x 3 images to {args.out}")
     return 0
 

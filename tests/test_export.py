@@ -1,0 +1,71 @@
+"""Export: ONNX and TorchScript models that match PyTorch on a real DRIVE image, and predict without a checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from retinalight.data.datasets import Drive
+from retinalight.data.io import read_grey
+from retinalight.errors import DataFileError
+from retinalight.experiments import load_experiment
+from retinalight.export import export, onnx_probability
+from retinalight.export import main as export_main
+from retinalight.inference import checkpoint_inputs, load_checkpoint, predict_probability
+from retinalight.predict import main as predict_main
+from retinalight.training.runner import fit_run, run_dir
+
+
+@pytest.fixture(scope="module")
+def drive_ckpt(data_root, tmp_path_factory):
+    """A briefly trained SA-UNet on DRIVE crops with CLAHE preprocessing (stored with the export)."""
+    overrides = ["trainer.max_epochs=1", "data.samples_per_epoch=8", "data.batch_size=4", "data.val_mode=holdout", "data.preprocess=clahe"]
+    config = load_experiment("ablation_drive", "quick", overrides).run_config("sa_unet", 0)
+    folder = run_dir(tmp_path_factory.mktemp("runs"), config)
+    fit_run(config, folder, logger="none", data_root=str(data_root))
+    return folder / "checkpoints" / "last.ckpt"
+
+
+def test_onnx_matches_pytorch_on_a_drive_image(drive_ckpt, data_root, tmp_path):
+    path = export(drive_ckpt, tmp_path / "sa_unet.onnx")
+    model, hparams = load_checkpoint(drive_ckpt)
+    pre = checkpoint_inputs(hparams)["preprocess"]
+    sample = Drive(data_root).load("01")
+    expected = predict_probability(model, pre(sample.image), sample.fov)
+    probability, meta = onnx_probability(path)
+    assert meta["preprocess"] == "clahe" and meta["model"] == "sa_unet"
+    got = predict_probability(probability, pre(sample.image), sample.fov)  # 592x592: not the 64x64 export shape
+    assert got.shape == (584, 565) and np.abs(got - expected).max() < 1e-4
+
+
+def test_torchscript_matches_pytorch(drive_ckpt, tmp_path):
+    assert export_main(["--ckpt", str(drive_ckpt), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 0
+    scripted = torch.jit.load(str(tmp_path / "m.pt"))
+    model, _ = load_checkpoint(drive_ckpt)
+    x, fov = torch.randn(1, 3, 96, 128), torch.ones(1, 1, 96, 128)
+    with torch.no_grad():
+        assert (scripted(x, fov) - torch.sigmoid(model(x, fov))).abs().max() < 1e-5
+
+
+def test_predict_runs_an_onnx_model_like_the_checkpoint(drive_ckpt, data_root, tmp_path):
+    export(drive_ckpt, tmp_path / "m.onnx")
+    image = data_root / "DRIVE" / "test" / "images" / "02_test.tif"
+    assert predict_main(["--onnx", str(tmp_path / "m.onnx"), "--input", str(image), "--out", str(tmp_path / "a")]) == 0
+    assert predict_main(["--ckpt", str(drive_ckpt), "--input", str(image), "--out", str(tmp_path / "b")]) == 0
+    a, b = read_grey(tmp_path / "a" / "02_test_prob.png"), read_grey(tmp_path / "b" / "02_test_prob.png")
+    assert a.shape == (584, 565) and np.abs(a.astype(int) - b).max() <= 1  # same maps up to 8-bit rounding
+
+
+def test_gan_checkpoint_exports_its_generator(tmp_path):
+    config = load_experiment("smoke_synthetic", overrides=["trainer.max_epochs=1"]).run_config("gan", 0)
+    fit_run(config, run_dir(tmp_path, config), logger="none")
+    path = export(run_dir(tmp_path, config) / "checkpoints" / "last.ckpt", tmp_path / "g.onnx")
+    probability, meta = onnx_probability(path)
+    assert meta["model"] == "unet" and probability(torch.zeros(1, 3, 32, 48), torch.ones(1, 1, 32, 48)).shape == (1, 1, 32, 48)
+
+
+def test_unreadable_onnx_file_is_one_error(tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(DataFileError, match="not a readable ONNX model"):
+        onnx_probability(tmp_path / "bad.onnx")
