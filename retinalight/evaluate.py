@@ -3,8 +3,10 @@
   python -m retinalight.evaluate --pred-dir runs/ablation_drive/sa_unet/quick-<hash>/seed0/predictions --dataset drive
   python -m retinalight.evaluate --ckpt runs/ablation_drive/sa_unet/quick-<hash>/seed0/checkpoints/last.ckpt --format json
 
---pred-dir holds one image per test image named <id>.<ext> (DRIVE 01..20, CHASE_DB1 Image_11L..Image_14R),
-any mode Pillow reads, read as 8-bit grey: value / 255 is the vessel probability (binary maps are fine).
+--pred-dir holds one image per test image, any mode Pillow reads, read as 8-bit grey: value / 255 is the
+vessel probability (binary maps are fine). Files may be named as peers ship them: the id (DRIVE 01..20 or 1..20,
+CHASE_DB1 Image_11L..Image_14R), the dataset's own stem or anything after a separator (01_test.png,
+01_test_prediction.png, Image_11L_pred.png), or what --pattern's group `id` captures.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--protocol", default="fov", choices=list(PROTOCOLS), help="fov: pixels inside the FOV (default); image: every pixel"
     )
+    parser.add_argument(
+        "--pattern",
+        default=None,
+        metavar="REGEX",
+        help="with --pred-dir: a regex on file stems with a group named id, e.g. '(?P<id>\\d+)_prob'",
+    )
     parser.add_argument("--format", default="table", choices=["table", "json"], help="default: table")
     add_data_root(parser)
     args = parser.parse_args(argv)
@@ -57,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.pred_dir:
         from retinalight.metrics.folder import evaluate_folder
 
-        result = evaluate_folder(args.pred_dir, reader, args.split, args.protocol)
+        result = evaluate_folder(args.pred_dir, reader, args.split, args.protocol, args.pattern)
+        renamed = {i: f for i, f in result["files"].items() if f.rsplit(".", 1)[0] != i}
+        if renamed and args.format == "table":
+            print("matched files: " + ", ".join(f"{f} -> {i}" for i, f in renamed.items()))
     else:
         result = evaluate_checkpoint(args.ckpt, reader, args.split, args.protocol)
     print(json.dumps(result, indent=2) if args.format == "json" else format_table(result))

@@ -2,11 +2,14 @@
 
   python -m retinalight.report runs/ablation_drive                  # the newest summary in that folder
   python -m retinalight.report results/retinagan_drive --label quick --out report/
+  python -m retinalight.report runs/ablation_drive --compare LadderNet=peers/laddernet/    # 01_test.png-style maps
 
 Figures (each skipped, with a line in report.md saying why, when its inputs are absent):
 - per_image_<protocol>.png: ACC, SE and SP of every test image for every arm (Retina-GAN's Figs. 9-11);
 - pooled_<protocol>.png: pooled AUC and F1 per arm, mean and seeds, the paper's value beside ours;
-- curves.png: validation AUC against training minutes (each run's curve.csv);
+- curves.png: validation AUC against training minutes (each run's curve.csv); losses.png: training and
+  validation loss per epoch (SA-UNet's Fig. 2);
+- roc_pr_<protocol>.png: ROC and precision-recall curves per arm (seed 0's predictions);
 - panels.png: image, ground truth and each arm's map with true positives white, false positives red and
   false negatives blue, plus a zoomed detail (SA-UNet's Figs. 5-7); needs the runs' predictions/.
 """
@@ -23,6 +26,7 @@ import yaml
 
 from retinalight.cli import add_data_root, resolve_data_root, run_main
 from retinalight.errors import DataFileError
+from retinalight.metrics.segmentation import METRICS
 
 PER_IMAGE = (("acc", "ACC"), ("se", "SE"), ("sp", "SP"))
 
@@ -74,8 +78,10 @@ def plot_per_image(tables: dict[str, dict], protocol: str, out: Path, plt) -> Pa
     return path
 
 
-def plot_pooled(summary: dict, protocol: str, out: Path, plt) -> Path:
-    arms = summary["protocols"][protocol]["arms"]
+def plot_pooled(summary: dict, protocol: str, out: Path, plt, peers: dict | None = None) -> Path:
+    arms = dict(summary["protocols"][protocol]["arms"])
+    for name, result in (peers or {}).items():  # external methods: one value, no seeds
+        arms[name] = {"mean": result["pooled"], "std": dict.fromkeys(result["pooled"], 0.0)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
     for ax, key in zip(axes, ("auc", "f1")):
         names = list(arms)
@@ -121,6 +127,64 @@ def plot_curves(curves: dict[str, list[Path]], out: Path, plt) -> Path | None:
     return path
 
 
+def plot_losses(logs: dict[str, Path], out: Path, plt) -> Path | None:
+    """Training and validation loss per epoch for each arm (SA-UNet's Fig. 2), from seed 0's logs/metrics.csv."""
+    logs = {arm: path for arm, path in logs.items() if path.is_file()}
+    if not logs:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    for arm, path in logs.items():
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        for ax, key in zip(axes, ("train/loss_epoch", "val/loss")):
+            points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
+            if points:
+                ax.plot(*zip(*points), marker=".", label=arm)
+    for ax, title in zip(axes, ("training loss (BCE)", "validation loss (BCE, the images data.val_mode names)")):
+        ax.set(xlabel="epoch", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    path = out / "losses.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def pixel_histograms(reader, folder: Path, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of vessel and background pixels at each of the 256 levels of a folder of 8-bit maps."""
+    from retinalight.data.io import read_grey
+
+    vessel_counts, background_counts = np.zeros(256, np.int64), np.zeros(256, np.int64)
+    for id in reader.ids("test"):
+        sample = reader.load(id)
+        grey = read_grey(folder / f"{id}.png")
+        keep = sample.fov if protocol == "fov" else np.ones_like(sample.fov)
+        vessel_counts += np.bincount(grey[keep & sample.vessel], minlength=256)
+        background_counts += np.bincount(grey[keep & ~sample.vessel], minlength=256)
+    return vessel_counts, background_counts
+
+
+def plot_roc_pr(histograms: dict[str, tuple[np.ndarray, np.ndarray]], protocol: str, out: Path, plt) -> Path:
+    """ROC and precision-recall curves per arm, exact for 8-bit maps (one point per grey level)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
+    for arm, (vessel, background) in histograms.items():
+        tp = np.cumsum(vessel[::-1])  # predicted vessel at threshold >= level, from 255 down
+        fp = np.cumsum(background[::-1])
+        tpr, fpr = tp / vessel.sum(), fp / background.sum()
+        precision = tp / np.maximum(tp + fp, 1)
+        axes[0].plot(fpr, tpr, label=arm)
+        axes[1].plot(tpr, precision, label=arm)
+    axes[0].set(xlabel="false positive rate", ylabel="true positive rate", title=f"ROC ({protocol})", xlim=(0, 0.3), ylim=(0.6, 1))
+    axes[1].set(xlabel="recall", ylabel="precision", title=f"precision-recall ({protocol})", xlim=(0.5, 1), ylim=(0.5, 1))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    path = out / f"roc_pr_{protocol}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def error_map(prob: np.ndarray, vessel: np.ndarray, fov: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """RGB: true positives white, false positives red, false negatives blue, outside the FOV dark grey."""
     pred = prob > threshold
@@ -156,9 +220,15 @@ def plot_panels(reader, image_id: str, maps: dict[str, Path], out: Path, plt) ->
 
 
 def write_report(
-    folder: Path, label: str | None = None, out: Path | None = None, data_root: str | None = None, image: str | None = None
+    folder: Path,
+    label: str | None = None,
+    out: Path | None = None,
+    data_root: str | None = None,
+    image: str | None = None,
+    compare: dict[str, Path] | None = None,
 ) -> Path:
-    """Figures and report.md for the summary `label` (default: the newest) of runs/<experiment> `folder`."""
+    """Figures and report.md for the summary `label` (default: the newest) of runs/<experiment> `folder`;
+    `compare` adds external prediction folders ({name: folder}), scored with the same protocols."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,25 +242,50 @@ def write_report(
     summary = json.loads(summary_path.read_text())
     out = Path(out) if out else folder / f"report-{summary_path.stem.removeprefix('summary-')}"
     out.mkdir(parents=True, exist_ok=True)
-    lines = [format_markdown(summary), "", "## Figures", ""]
+    lines = [format_markdown(summary), ""]
     protocols = list(summary["protocols"])
     first = protocols[0]
     arms = list(summary["protocols"][first]["arms"])
     seeds = {arm: seed_folders(folder, summary, arm, first) for arm in arms}
+    data = yaml.safe_load((seeds[arms[0]][0] / "config.yaml").read_text())["data"]
+    peers = {p: {} for p in protocols}
+    if compare:
+        from retinalight.metrics.folder import evaluate_folder
+
+        reader = get_dataset(data["dataset"], resolve_data_root(data_root), **data.get("dataset_kwargs", {}))
+        reader.require()
+        for protocol in protocols:
+            peers[protocol] = {name: evaluate_folder(path, reader, "test", protocol) for name, path in compare.items()}
+        lines += ["## External predictions, scored alike", ""]
+        for protocol in protocols:
+            lines += [f"Protocol `{protocol}`, pooled over the test pixels (8-bit maps, tied-score AUC):", ""]
+            lines += ["| method | " + " | ".join(k.upper() for k in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+            for arm in arms:
+                mean = summary["protocols"][protocol]["arms"][arm]["mean"]
+                lines.append(f"| {arm} (ours, mean over seeds) | " + " | ".join(f"{mean[k]:.4f}" for k in METRICS) + " |")
+            for name, result in peers[protocol].items():
+                lines.append(f"| {name} ({compare[name]}) | " + " | ".join(f"{result['pooled'][k]:.4f}" for k in METRICS) + " |")
+            lines.append("")
+    lines += ["## Figures", ""]
     for protocol in protocols:
         tables = {arm: per_image_table(seed_folders(folder, summary, arm, protocol), protocol) for arm in arms}
+        tables |= {name: {r["id"]: r for r in result["per_image"]} for name, result in peers[protocol].items()}
         lines.append(f"![per image, {protocol}]({plot_per_image(tables, protocol, out, plt).name})")
-        lines.append(f"![pooled, {protocol}]({plot_pooled(summary, protocol, out, plt).name})")
+        lines.append(f"![pooled, {protocol}]({plot_pooled(summary, protocol, out, plt, peers[protocol]).name})")
     curves = plot_curves({arm: [s / "curve.csv" for s in seeds[arm] if (s / "curve.csv").is_file()] for arm in arms}, out, plt)
     lines.append(f"![curves]({curves.name})" if curves else "No learning curves: these runs validated nothing (curve.csv absent).")
+    losses = plot_losses({arm: seeds[arm][0] / "logs" / "metrics.csv" for arm in arms}, out, plt)
+    lines.append(f"![losses]({losses.name})" if losses else "No loss curves: the runs hold no logs/metrics.csv.")
     available = {arm: seeds[arm][0] / "predictions" for arm in arms if (seeds[arm][0] / "predictions").is_dir()}
     if available:
-        data = yaml.safe_load((seeds[arms[0]][0] / "config.yaml").read_text())["data"]
         reader = get_dataset(data["dataset"], resolve_data_root(data_root), **data.get("dataset_kwargs", {}))
         reader.require()
         image_id = image or reader.ids("test")[0]
         found = {arm: d / f"{image_id}.png" for arm, d in available.items() if (d / f"{image_id}.png").is_file()}
         lines.append(f"![panels]({plot_panels(reader, image_id, found, out, plt).name})")
+        for protocol in protocols:
+            histograms = {arm: pixel_histograms(reader, d, protocol) for arm, d in available.items()}
+            lines.append(f"![ROC and PR, {protocol}]({plot_roc_pr(histograms, protocol, out, plt).name})")
     else:
         lines.append("No prediction panels: the run folders hold no predictions/ (results/ keeps only metrics).")
     report = out / "report.md"
@@ -206,11 +301,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default=None, help="which summary: summary-<label>.json (default: the newest)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <folder>/report-<label>)")
     parser.add_argument("--image", default=None, help="test image id of the prediction panels (default: the first)")
+    parser.add_argument(
+        "--compare", nargs="+", default=[], metavar="NAME=DIR", help="external prediction folders (e.g. LadderNet=maps/) beside the arms"
+    )
     add_data_root(parser)
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         raise DataFileError(f"{args.folder}: not a folder")
-    report = write_report(args.folder, args.label, args.out, args.data_root, args.image)
+    compare = {}
+    for item in args.compare:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise DataFileError(f"--compare {item!r}: expected NAME=DIR")
+        compare[name] = Path(path)
+    report = write_report(args.folder, args.label, args.out, args.data_root, args.image, compare)
     print(f"report: {report}")
     return 0
 

@@ -115,5 +115,41 @@ def test_pred_dir_errors_name_the_file(data_root, ground_truth_dir):
         evaluate_folder(ground_truth_dir, drive)
     write_grey(ground_truth_dir / "07.png", np.zeros((584, 565)))
     write_grey(ground_truth_dir / "99.png", np.zeros((584, 565)))
-    with pytest.raises(DataFileError, match="99.png: unexpected prediction"):
+    with pytest.raises(DataFileError, match="99.png: names no test image"):
         evaluate_folder(ground_truth_dir, drive)
+    (ground_truth_dir / "99.png").unlink()
+    write_grey(ground_truth_dir / "7_test.png", np.zeros((584, 565)))
+    with pytest.raises(DataFileError, match="second prediction for id '07'"):
+        evaluate_folder(ground_truth_dir, drive)
+
+
+@pytest.mark.parametrize(
+    ("stems", "pattern"),
+    [
+        (lambda i: f"{i}_test", None),  # the dataset's own stems (LadderNet, orobix/retina-unet ship these)
+        (lambda i: f"{i}_test_prediction", None),
+        (lambda i: str(int(i)), None),  # unpadded numbers
+        (lambda i: f"pred-{i}-prob", r"pred-(?P<id>\d+)-prob"),
+    ],
+)
+def test_pred_dir_accepts_the_names_peers_ship(data_root, ground_truth_dir, stems, pattern, capsys):
+    from retinalight.evaluate import main as evaluate_main
+
+    drive = Drive(data_root)
+    for i in drive.ids("test"):
+        (ground_truth_dir / f"{i}.png").rename(ground_truth_dir / f"{stems(i)}.png")
+    result = evaluate_folder(ground_truth_dir, drive, "test", "image", pattern)
+    assert result["pooled"]["f1"] == pytest.approx(1.0) and result["files"]["01"] == f"{stems('01')}.png"
+    args = ["--pred-dir", str(ground_truth_dir), "--data-root", str(data_root), *(["--pattern", pattern] if pattern else [])]
+    assert evaluate_main(args) == 0
+    assert f"{stems('01')}.png -> 01" in capsys.readouterr().out
+
+
+def test_chase_names_with_suffixes_match(data_root, tmp_path):
+    from retinalight.data.datasets import ChaseDB1
+    from retinalight.metrics.folder import find_predictions
+
+    chase = ChaseDB1(data_root)
+    for i in chase.ids("test"):
+        (tmp_path / f"{i}_pred.png").touch()
+    assert find_predictions(tmp_path, chase.ids("test"))["Image_11L"].name == "Image_11L_pred.png"

@@ -47,3 +47,27 @@ def test_error_map_colours():
     vessel = np.array([[True, False, True, False]])
     colours = error_map(prob, vessel, np.ones_like(vessel))
     assert colours[0, 0].tolist() == [255, 255, 255] and colours[0, 1, 0] > 200 and colours[0, 2, 2] > 200 and colours[0, 3].sum() == 0
+
+
+def test_roc_from_8bit_histograms_matches_the_runs_auc(smoke_runs):
+    import json
+
+    from retinalight.data.datasets import get_dataset
+    from retinalight.report import pixel_histograms
+
+    folder = next(smoke_runs.glob("unet/*/seed0"))
+    vessel, background = pixel_histograms(get_dataset("synthetic", ".", count=16, size=64), folder / "predictions", "fov")
+    tpr = np.concatenate([[0.0], np.cumsum(vessel[::-1]) / vessel.sum()])
+    fpr = np.concatenate([[0.0], np.cumsum(background[::-1]) / background.sum()])
+    recorded = json.loads((folder / "metrics.json").read_text())["protocols"]["fov"]["pooled"]["auc"]
+    assert abs(np.trapezoid(tpr, fpr) - recorded) < 1e-5
+
+
+def test_compare_puts_an_external_folder_beside_the_arms(smoke_runs, tmp_path):
+    peer = tmp_path / "peer"
+    shutil.copytree(next(smoke_runs.glob("unet/*/seed0")) / "predictions", peer)
+    assert report_main([str(smoke_runs), "--out", str(tmp_path / "out"), "--compare", f"copy_of_unet={peer}"]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith("| unet (ours") or line.startswith("| copy_of_unet")]
+    assert len(rows) == 4  # two protocols
+    assert rows[0].split("|")[2:] == rows[1].split("|")[2:]  # the same maps score the same

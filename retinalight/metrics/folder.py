@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from retinalight.data.datasets import RetinaDataset
@@ -12,20 +13,51 @@ from retinalight.metrics.segmentation import Prediction, evaluate_predictions
 EXTENSIONS = (".png", ".gif", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 
 
-def find_predictions(pred_dir: str | Path, ids: list[str]) -> dict[str, Path]:
-    """{id: file} for every id; a missing, duplicated or unexpected file is an error naming it."""
+def match_id(stem: str, ids: list[str], pattern: str | None = None) -> str | None:
+    """The dataset id a prediction file's stem names, in the forms peers ship: the id itself (`01`,
+    `Image_11L`), the dataset's own file stem or any suffix after a separator (`01_test`,
+    `01_test_prediction`, `Image_11L_pred`), an unpadded number (`1`), or `pattern`'s group `id`."""
+    if pattern:
+        found = re.fullmatch(pattern, stem)
+        stem = found.group("id") if found else ""
+        if not stem:
+            return None
+    if stem in ids:
+        return stem
+    prefixed = [i for i in ids if re.fullmatch(rf"{re.escape(i)}[_\-. ].*", stem)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    number = re.fullmatch(r"(\d+)(?:[_\-. ].*)?", stem)
+    if number:
+        numeric = [i for i in ids if i.isdigit() and int(i) == int(number.group(1))]
+        if len(numeric) == 1:
+            return numeric[0]
+    return None
+
+
+def find_predictions(pred_dir: str | Path, ids: list[str], pattern: str | None = None) -> dict[str, Path]:
+    """{id: file} for every id (`match_id` names them); an unmatched, duplicated or missing file is an error naming it."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise DataFileError(f"{pred_dir}: prediction folder not found")
+    if pattern is not None:
+        try:
+            if "id" not in re.compile(pattern).groupindex:
+                raise DataFileError(f"--pattern {pattern!r}: needs a group named id, e.g. '(?P<id>\\d+)_test_prob'")
+        except re.error as err:
+            raise DataFileError(f"--pattern {pattern!r}: not a regular expression ({err})") from None
     found: dict[str, Path] = {}
     for path in sorted(pred_dir.iterdir()):
         if path.suffix.lower() not in EXTENSIONS or path.name.startswith("."):
             continue
-        if path.stem not in ids:
-            raise DataFileError(f"{path}: unexpected prediction (no test image with id {path.stem!r})")
-        if path.stem in found:
-            raise DataFileError(f"{path}: second prediction for id {path.stem!r} (also {found[path.stem].name})")
-        found[path.stem] = path
+        id = match_id(path.stem, ids, pattern)
+        if id is None:
+            raise DataFileError(
+                f"{path}: names no test image (ids {ids[0]}..{ids[-1]}; files like <id>.png, {ids[0]}_test.png; or pass --pattern)"
+            )
+        if id in found:
+            raise DataFileError(f"{path}: second prediction for id {id!r} (also {found[id].name})")
+        found[id] = path
     missing = [i for i in ids if i not in found]
     if missing:
         raise DataFileError(
@@ -34,10 +66,10 @@ def find_predictions(pred_dir: str | Path, ids: list[str]) -> dict[str, Path]:
     return found
 
 
-def load_predictions(pred_dir: str | Path, reader: RetinaDataset, split: str) -> list[Prediction]:
+def load_predictions(pred_dir: str | Path, reader: RetinaDataset, split: str, pattern: str | None = None) -> list[Prediction]:
     """Read each prediction as 8-bit grey (probability x 255) and pair it with its ground truth."""
     ids = reader.ids(split)
-    files = find_predictions(pred_dir, ids)
+    files = find_predictions(pred_dir, ids, pattern)
     predictions = []
     for id in ids:
         sample = reader.load(id)
@@ -50,7 +82,11 @@ def load_predictions(pred_dir: str | Path, reader: RetinaDataset, split: str) ->
     return predictions
 
 
-def evaluate_folder(pred_dir: str | Path, reader: RetinaDataset, split: str = "test", protocol: str = "fov") -> dict:
-    """Pooled and per-image metrics of the predictions in `pred_dir` (see `evaluate_predictions`)."""
-    result = evaluate_predictions(load_predictions(pred_dir, reader, split), protocol)
-    return {"dataset": reader.name, "split": split, **result}
+def evaluate_folder(
+    pred_dir: str | Path, reader: RetinaDataset, split: str = "test", protocol: str = "fov", pattern: str | None = None
+) -> dict:
+    """Pooled and per-image metrics of the predictions in `pred_dir` (see `evaluate_predictions`), with the
+    file each image was read from."""
+    files = find_predictions(pred_dir, reader.ids(split), pattern)
+    result = evaluate_predictions(load_predictions(pred_dir, reader, split, pattern), protocol)
+    return {"dataset": reader.name, "split": split, "files": {i: p.name for i, p in files.items()}, **result}

@@ -71,7 +71,7 @@ def select_pixels(prob, vessel, fov, protocol: str):
     Inputs must already be cropped to the original image (no padding)."""
     check_protocol(protocol)
     if protocol == "fov":
-        keep = fov.bool() if isinstance(fov, torch.Tensor) else np.asarray(fov, bool)
+        keep = fov.bool() if isinstance(fov, torch.Tensor) else torch.tensor(np.asarray(fov, bool))
         return prob[keep], vessel[keep]
     return prob.reshape(-1), vessel.reshape(-1)
 
@@ -105,7 +105,7 @@ def evaluate_predictions(predictions: Iterable[Prediction], protocol: str = "fov
         if pred.prob.shape != pred.vessel.shape:
             raise ValueError(f"{pred.id}: prediction {pred.prob.shape} and annotation {pred.vessel.shape} differ in size")
         prob, target = select_pixels(
-            torch.from_numpy(np.asarray(pred.prob, np.float32)), torch.from_numpy(np.asarray(pred.vessel, bool)), pred.fov, protocol
+            torch.tensor(np.asarray(pred.prob, np.float32)), torch.tensor(np.asarray(pred.vessel, bool)), pred.fov, protocol
         )
         target = target.long()
         with exact_counting_kernels():
