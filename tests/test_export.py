@@ -20,7 +20,13 @@ from retinalight.training.runner import fit_run, run_dir
 @pytest.fixture(scope="module")
 def drive_ckpt(data_root, tmp_path_factory):
     """A briefly trained SA-UNet (60 steps, FOV AUC above 0.85) on DRIVE crops with CLAHE preprocessing (stored with the export)."""
-    overrides = ["trainer.max_epochs=1", "data.samples_per_epoch=240", "data.batch_size=4", "data.val_mode=holdout", "data.preprocess=clahe"]
+    overrides = [
+        "trainer.max_epochs=1",
+        "data.samples_per_epoch=240",
+        "data.batch_size=4",
+        "data.val_mode=holdout",
+        "data.preprocess=clahe",
+    ]
     config = load_experiment("ablation_drive", "quick", overrides).run_config("sa_unet", 0)
     folder = run_dir(tmp_path_factory.mktemp("runs"), config)
     fit_run(config, folder, logger="none", data_root=str(data_root))
