@@ -276,7 +276,11 @@ def write_report(
     lines.append(f"![curves]({curves.name})" if curves else "No learning curves: these runs validated nothing (curve.csv absent).")
     losses = plot_losses({arm: seeds[arm][0] / "logs" / "metrics.csv" for arm in arms}, out, plt)
     lines.append(f"![losses]({losses.name})" if losses else "No loss curves: the runs hold no logs/metrics.csv.")
-    available = {arm: seeds[arm][0] / "predictions" for arm in arms if (seeds[arm][0] / "predictions").is_dir()}
+    available = {}  # each arm's first seed that kept its predictions
+    for arm in arms:
+        kept = [s / "predictions" for s in seeds[arm] if (s / "predictions").is_dir()]
+        if kept:
+            available[arm] = kept[0]
     if available:
         reader = get_dataset(data["dataset"], resolve_data_root(data_root), **data.get("dataset_kwargs", {}))
         reader.require()
