@@ -150,25 +150,14 @@ def bench_variant(model: nn.Module, channels_last: bool, bf16: bool, compiled: b
 
 
 def bench_onnx(model: nn.Module, size: int, repeats: int) -> dict:
-    from retinalight.export import VesselProbability
+    from retinalight.export import export_onnx
 
     try:
         import onnxruntime as ort
     except ImportError:
         return {"skipped": "onnxruntime is not installed (pip install retinalight[export])"}
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "model.onnx"
-        axes = {0: "batch", 2: "height", 3: "width"}
-        torch.onnx.export(
-            VesselProbability(model).eval(),
-            (torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64)),
-            str(path),
-            input_names=["image", "fov"],
-            output_names=["probability"],
-            dynamic_axes={"image": axes, "fov": axes, "probability": axes},
-            opset_version=17,
-            dynamo=False,
-        )
+        path = export_onnx(model, Path(folder) / "model.onnx")
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

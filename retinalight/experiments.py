@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from retinalight.data.datamodules import CROP_SAMPLING, VAL_MODES
 from retinalight.errors import ConfigError, RetinalightError, UnknownNameError, close_matches
 
 PACKAGE_EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -382,8 +383,8 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
 # Values with a fixed set of choices, checked at load so that a typo fails before any training.
 CHOICES = {
     ("data", "dataset"): ("drive", "chase_db1", "synthetic"),
-    ("data", "val_mode"): ("holdout", "augmented", "test"),
-    ("data", "crop_sampling"): ("uniform", "fov", "vessel"),
+    ("data", "val_mode"): VAL_MODES,
+    ("data", "crop_sampling"): CROP_SAMPLING,
     ("optimizer", "schedule"): ("multistep", "cosine"),
     ("evaluation", "test_checkpoint"): ("last", "best"),
     ("evaluation", "protocols"): ("fov", "image"),

@@ -54,31 +54,37 @@ def export(ckpt: str | Path, out: str | Path, fmt: str = "onnx") -> Path:
     if fmt not in FORMATS:
         raise DataFileError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     model, hparams = load_checkpoint(ckpt)
-    wrapper = VesselProbability(model).eval()
-    example = (torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = json.dumps(inputs_of(hparams))
     if fmt == "torchscript":
-        traced = torch.jit.trace(wrapper, example, check_trace=False)
+        example = (torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64))
+        traced = torch.jit.trace(VesselProbability(model).eval(), example, check_trace=False)
         torch.jit.save(traced, str(out), _extra_files={"retinalight.json": meta})
         return out
+    return export_onnx(model, out, meta)
+
+
+def export_onnx(model: nn.Module, out: Path, meta: str | None = None) -> Path:
+    """`VesselProbability(model)` as ONNX (opset 17) with dynamic batch, height and width; `meta` (JSON) as
+    the model's `retinalight` metadata."""
     import onnx
 
     axes = {0: "batch", 2: "height", 3: "width"}
     torch.onnx.export(
-        wrapper,
-        example,
+        VesselProbability(model).eval(),
+        (torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64)),
         str(out),
         input_names=["image", "fov"],
         output_names=["probability"],
         dynamic_axes={"image": axes, "fov": axes, "probability": axes},
         opset_version=17,
-        dynamo=False,
+        dynamo=False,  # the TorchScript-based exporter: dynamic sizes without onnxscript's shape constraints
     )
-    graph = onnx.load(str(out))
-    graph.metadata_props.add(key="retinalight", value=meta)
-    onnx.save(graph, str(out))
+    if meta:
+        graph = onnx.load(str(out))
+        graph.metadata_props.add(key="retinalight", value=meta)
+        onnx.save(graph, str(out))
     return out
 
 

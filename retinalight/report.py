@@ -49,6 +49,12 @@ def seed_folders(folder: Path, summary: dict, arm: str, protocol: str) -> list[P
     return [config / f"seed{seed}" for seed in row["seeds"]]
 
 
+def save(fig, path: Path, plt) -> Path:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def per_image_table(seeds: list[Path], protocol: str) -> dict[str, dict[str, float]]:
     """{image id: {metric: mean over seeds}} from each seed's per_image.csv."""
     values: dict[str, dict[str, list[float]]] = {}
@@ -72,10 +78,7 @@ def plot_per_image(tables: dict[str, dict], protocol: str, out: Path, plt) -> Pa
         ax.set_xticklabels(ids, rotation=90, fontsize=7)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    path = out / f"per_image_{protocol}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / f"per_image_{protocol}.png", plt)
 
 
 def plot_pooled(summary: dict, protocol: str, out: Path, plt, peers: dict | None = None) -> Path:
@@ -96,10 +99,7 @@ def plot_pooled(summary: dict, protocol: str, out: Path, plt, peers: dict | None
         ax.set(xlim=(max(0.0, low), min(1.0, max(means) + 0.02)), title=f"pooled {key.upper()} ({protocol})")
         ax.grid(axis="x", alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower left")
-    path = out / f"pooled_{protocol}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / f"pooled_{protocol}.png", plt)
 
 
 def plot_curves(curves: dict[str, list[Path]], out: Path, plt) -> Path | None:
@@ -121,10 +121,7 @@ def plot_curves(curves: dict[str, list[Path]], out: Path, plt) -> Path | None:
     ax.set(xlabel="training minutes", ylabel="val/auc (the images data.val_mode names)", title="time to quality (curve.csv)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = out / "curves.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / "curves.png", plt)
 
 
 def plot_losses(logs: dict[str, Path], out: Path, plt) -> Path | None:
@@ -144,10 +141,7 @@ def plot_losses(logs: dict[str, Path], out: Path, plt) -> Path | None:
         ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    path = out / "losses.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / "losses.png", plt)
 
 
 def pixel_histograms(reader, folder: Path, protocol: str) -> tuple[np.ndarray, np.ndarray]:
@@ -179,10 +173,7 @@ def plot_roc_pr(histograms: dict[str, tuple[np.ndarray, np.ndarray]], protocol: 
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    path = out / f"roc_pr_{protocol}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / f"roc_pr_{protocol}.png", plt)
 
 
 def error_map(prob: np.ndarray, vessel: np.ndarray, fov: np.ndarray, threshold: float = 0.5) -> np.ndarray:
@@ -213,10 +204,7 @@ def plot_panels(reader, image_id: str, maps: dict[str, Path], out: Path, plt) ->
         for ax in axes[:, k]:
             ax.set_axis_off()
     fig.suptitle(f"test image {image_id}: true positive white, false positive red, false negative blue", fontsize=9)
-    path = out / "panels.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, out / "panels.png", plt)
 
 
 def write_report(

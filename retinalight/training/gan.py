@@ -37,20 +37,8 @@ class GANModule(SegmentationModule):
             loss (V-GAN weighs the pixel term 10x the adversarial one: the default).
     """
 
-    def __init__(
-        self,
-        model: dict,
-        loss: dict,
-        optimizer: dict,
-        evaluation: dict,
-        gan: dict,
-        preprocess: str | dict | None = None,
-        resize: int | None = None,
-        seed: int = 0,
-        channels_last: bool = False,
-        compile: bool = False,
-    ):
-        super().__init__(model, loss, optimizer, evaluation, preprocess, resize, seed, channels_last, compile)
+    def __init__(self, gan: dict, **kwargs):
+        super().__init__(**kwargs)
         self.automatic_optimization = False
         spec = dict(gan["discriminator"])
         channels = DISCRIMINATOR_INPUTS[gan.get("discriminator_input", "green")] + 1
