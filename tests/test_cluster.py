@@ -138,3 +138,27 @@ def test_array_template_maps_task_ids_to_every_arm_and_seed(tmp_path):
         load_from_args(args)
         seen.add((args.arm[0], args.seeds[0]))
     assert seen == {(arm, seed) for arm in ("unet", "unet_sa", "sd_unet", "backbone", "sa_unet") for seed in range(3)}
+
+
+def test_overwrite_under_ddp_cannot_race(tmp_path):
+    """Ranks started together (srun): rank 1 waits until rank 0 has deleted the old run, then finds it gone."""
+    import threading
+
+    from retinalight.training.runner import clear_run
+
+    folder = tmp_path / "unet" / "paper-abc" / "seed0"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "metrics.json").write_text("{}")
+    seen = {}
+
+    def rank1():
+        clear_run(folder, rank=1, launch="slurm-7-0-0", timeout=30)
+        seen["complete_after_wait"] = (folder / "metrics.json").exists()
+
+    waiter = threading.Thread(target=rank1)
+    waiter.start()
+    time.sleep(0.5)
+    assert waiter.is_alive()  # still waiting: rank 0 has not cleared the folder yet
+    clear_run(folder, rank=0, launch="slurm-7-0-0")
+    waiter.join(timeout=10)
+    assert not waiter.is_alive() and seen["complete_after_wait"] is False

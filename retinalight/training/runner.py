@@ -279,6 +279,40 @@ def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
     return results
 
 
+def launch_id() -> str | None:
+    """Names this multi-process launch when its ranks start together (srun, torchrun); None when they
+    cannot race (one process, or Lightning's launcher, which starts ranks > 0 from inside rank 0's fit)."""
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        return f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
+    if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        env = os.environ
+        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', '0')}-{env.get('SLURM_RESTART_COUNT', '0')}"
+    return None
+
+
+def clear_run(folder: Path, rank: int, launch: str | None = None, timeout: float = 600.0) -> None:
+    """--overwrite without a race: rank 0 deletes the run folder and then leaves a marker; ranks started
+    together with it (`launch_id`) wait for the marker before they look at the folder."""
+    import shutil
+
+    launch = launch if launch is not None else launch_id()
+    marker = folder.parent / f".overwritten-{folder.name}-{launch}"
+    if rank == 0:
+        if folder.exists():
+            shutil.rmtree(folder)
+        if launch:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        return
+    if not launch:
+        return
+    start = time.time()
+    while not marker.exists():
+        if time.time() - start > timeout:
+            raise RetinalightError(f"{folder}: rank 0 did not clear the run within {timeout:.0f} s (--overwrite)")
+        time.sleep(0.2)
+
+
 def fit_experiment(
     experiment: Experiment,
     runs_root: Path,
@@ -293,8 +327,6 @@ def fit_experiment(
     """Train and test every arm x seed (complete runs are reused), then rebuild the summary from the folders.
 
     A run that fails is reported in one line (traceback in its folder's error.log) and the others go on."""
-    import shutil
-
     from lightning.pytorch.utilities import rank_zero_only
     from tqdm.auto import tqdm
 
@@ -312,8 +344,8 @@ def fit_experiment(
     for config in bar:
         folder = run_dir(runs_root, config)
         bar.set_postfix_str(f"{config.arm} seed {config.seed}")
-        if overwrite and folder.exists() and rank_zero_only.rank == 0:
-            shutil.rmtree(folder)
+        if overwrite:
+            clear_run(folder, rank_zero_only.rank)
         check_identity(folder, config)
         if is_complete(folder):
             echo(f"{config.arm} seed {config.seed}: complete (same config), reusing {folder}")
