@@ -210,6 +210,15 @@ def test_wandb_offline_logging(tmp_path):
         assert (folder / "logs" / "metrics.csv").is_file()
         (records,) = list((folder / "wandb").glob("offline-run-*/run-*.wandb"))  # offline, a run's records
         assert b"test/fov/auc" in records.read_bytes() and b"test/image/f1" in records.read_bytes()
+    # a sweep run that finds its run complete still reports the stored metrics to W&B
+    assert (
+        fit_main(
+            ["--exp", "smoke_synthetic", "--arm", "unet", "--runs", str(tmp_path), "--logger", "wandb", "--set", "trainer.max_epochs=1"]
+        )
+        == 0
+    )
+    runs = list((seed_folder(tmp_path / "smoke_synthetic", "unet") / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 2 and all(b"test/fov/auc" in r.read_bytes() for r in runs)
 
 
 @pytest.mark.parametrize(
