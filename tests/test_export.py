@@ -61,6 +61,9 @@ def test_predict_runs_an_onnx_model_like_the_checkpoint(drive_ckpt, data_root, t
     assert predict_main(["--ckpt", str(drive_ckpt), "--input", str(image), "--out", str(tmp_path / "b")]) == 0
     a, b = read_grey(tmp_path / "a" / "02_test_prob.png"), read_grey(tmp_path / "b" / "02_test_prob.png")
     assert a.shape == (584, 565) and np.abs(a.astype(int) - b).max() <= 1  # same maps up to 8-bit rounding
+    chase = data_root / "CHASE_DB1" / "Image_11L.jpg"  # another camera and size: 999x960, padded to 1008
+    assert predict_main(["--onnx", str(tmp_path / "m.onnx"), "--input", str(chase), "--out", str(tmp_path / "c")]) == 0
+    assert read_grey(tmp_path / "c" / "Image_11L_prob.png").shape == (960, 999)
 
 
 def test_gan_checkpoint_exports_its_generator(tmp_path):
