@@ -34,8 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile",
         default=DEFAULT_PROFILE,
-        help="'paper' (the paper's schedule, default) or a profile of the experiment file; the ablations have 'quick' "
-        "(all arms in under 8 min on a 2-core CPU), 'fast' (at most 4 min of training per arm) and 'cpu' (at most 30 min)",
+        help="'paper' (the paper's schedule, default) or a profile of the experiment file (its profiles: section); the "
+        "SA-UNet ablations have 'quick' (all arms in about 8 min on a 2-core CPU), 'fast' (at most 4 min of training per "
+        "arm) and 'cpu' (at most 30 min); retinagan_drive and preprocessing_drive have 'quick' and 'cpu'",
     )
     parser.add_argument(
         "--set",
