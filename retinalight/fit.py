@@ -57,7 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--list-models", action="store_true", help="print the model registry and exit")
     add_data_root(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides (the form a W&B sweep agent passes)")
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    for text in unknown:  # W&B's default `${args}` passes --key=value, dotted config keys included
+        if not (text.startswith("--") and "=" in text):
+            parser.error(f"unrecognized argument: {text}")
+        args.overrides.append(text[2:])
     try:
         take_option_overrides(args)
     except ConfigError as err:

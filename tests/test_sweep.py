@@ -89,3 +89,15 @@ def test_a_program_the_agent_cannot_run_is_refused(tmp_path):
     path.write_text(yaml.safe_dump({"program": "-m retinalight.fit", "method": "grid", "parameters": {"exp": {"value": "x"}}}))
     with pytest.raises(ConfigError, match="program: retinalight.fit"):
         load_sweep(path)
+
+
+def test_wandbs_default_args_form_is_accepted(tmp_path, capsys):
+    """`${args}` (W&B's default) passes --key=value, dotted config keys included."""
+    path = _write_sweep(tmp_path, {"exp": {"value": "smoke_synthetic"}, "optimizer.lr": {"values": [0.001, 0.01]}})
+    sweep = yaml.safe_load(path.read_text())
+    sweep["command"] = ["${env}", "${interpreter}", "-m", "${program}", "${args}"]
+    path.write_text(yaml.safe_dump(sweep))
+    assert sweep_main([str(path), "--dry-run"]) == 0
+    assert "--optimizer.lr=0.01" in capsys.readouterr().out
+    args = parse_args(fit_argv(load_sweep(path), {"exp": "smoke_synthetic", "optimizer.lr": 0.01}))
+    assert load_from_args(args).run_config("unet", 0).optimizer.lr == 0.01

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -71,7 +72,8 @@ class Preemption(L.Callback):
         self.folder, self.signum, self.requested = Path(folder), signum, False
 
     def on_train_start(self, trainer, module) -> None:
-        signal.signal(self.signum, self._request)
+        with contextlib.suppress(ValueError):  # not the main thread (fit called from a thread): no preemption handling
+            signal.signal(self.signum, self._request)
 
     def _request(self, signum, frame) -> None:
         self.requested = True
@@ -90,4 +92,5 @@ class Preemption(L.Callback):
         raise SystemExit(0)
 
     def on_train_end(self, trainer, module) -> None:
-        signal.signal(self.signum, signal.SIG_DFL)
+        with contextlib.suppress(ValueError):
+            signal.signal(self.signum, signal.SIG_DFL)
