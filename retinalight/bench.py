@@ -20,7 +20,6 @@ import argparse
 import json
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable

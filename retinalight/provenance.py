@@ -33,7 +33,12 @@ def provenance() -> dict:
         "device": device_name(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "command": " ".join(["python", "-m", "retinalight.fit", *sys.argv[1:]])
-        if sys.argv and sys.argv[0].endswith("fit.py")
-        else " ".join(sys.argv),
+        "command": command_line(),
     }
+
+
+def command_line() -> str:
+    """The command as typed: `python -m retinalight.<entry point> args` when run as a module of this package."""
+    if sys.argv and Path(sys.argv[0]).parent == Path(__file__).parent and sys.argv[0].endswith(".py"):
+        return " ".join(["python", "-m", f"retinalight.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
+    return " ".join(sys.argv)
