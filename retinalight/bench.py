@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 5 if args.quick else 15
     sizes = [592] if args.quick else [592, 1008]
     report = {
-        "provenance": provenance() | {"command": " ".join(["python -m retinalight.bench", *sys.argv[1:]])},
+        "provenance": provenance(),
         "threads": torch.get_num_threads(),
     }
     report["models"] = {}
