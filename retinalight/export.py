@@ -21,7 +21,7 @@ from torch import nn
 
 from retinalight.cli import run_main
 from retinalight.errors import DataFileError
-from retinalight.inference import Probability, load_checkpoint
+from retinalight.inference import Probability, image_preparation, load_checkpoint
 
 FORMATS = ("onnx", "torchscript")
 
@@ -38,25 +38,13 @@ class VesselProbability(nn.Module):
         return torch.sigmoid(self.model(image, fov)) + 0 * fov
 
 
-def inputs_of(hparams: dict) -> dict:
-    """The image preparation a checkpoint's run used, as stored with an exported model."""
-    evaluation = hparams.get("evaluation") or {}
-    return {
-        "preprocess": hparams.get("preprocess"),
-        "resize": hparams.get("resize"),
-        "patch_size": evaluation.get("patch_size"),
-        "patch_overlap": evaluation.get("patch_overlap", 0),
-        "model": hparams["model"]["name"],
-    }
-
-
 def export(ckpt: str | Path, out: str | Path, fmt: str = "onnx") -> Path:
     if fmt not in FORMATS:
         raise DataFileError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
     model, hparams = load_checkpoint(ckpt)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = json.dumps(inputs_of(hparams))
+    meta = json.dumps(image_preparation(hparams) | {"model": hparams["model"]["name"]})
     if fmt == "torchscript":
         example = (torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64))
         traced = torch.jit.trace(VesselProbability(model).eval(), example, check_trace=False)

@@ -74,15 +74,18 @@ def predict_probability(
     return resize_back(prob, original) if resize else prob
 
 
-def predict_samples(model: nn.Module, samples, multiple: int = 16, preprocess=None, **inputs) -> list[Prediction]:
+def predict_samples(
+    model: nn.Module | Probability, samples, multiple: int = 16, preprocess=None, bf16: bool = False, **inputs
+) -> list[Prediction]:
     """Predictions for dataset samples, quantised to 8 bits (round(probability x 255) / 255): the form a run
     saves in predictions/, so a run's metrics, `evaluate --ckpt` and `evaluate --pred-dir` agree exactly.
     `preprocess` and `inputs` (resize, patch_size, patch_overlap: a checkpoint's `checkpoint_inputs`) say
     how images are prepared."""
+    probability = torch_probability(model, bf16) if isinstance(model, nn.Module) else model  # once, not per image
     out = []
     for s in samples:
         image = preprocess(s.image) if preprocess else s.image
-        prob = predict_probability(model, image, s.fov, multiple, **inputs)
+        prob = predict_probability(probability, image, s.fov, multiple, **inputs)
         out.append(Prediction(s.id, (prob * 255).round() / 255, s.vessel, s.fov))
     return out
 
@@ -107,14 +110,30 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, d
     return model.to(device).eval(), hparams
 
 
-def checkpoint_inputs(hparams: dict) -> dict:
-    """How a checkpoint's run prepared its images: preprocess (callable or None), resize, patch_size, patch_overlap."""
-    from retinalight.preprocess import build_preprocess
-
+def image_preparation(hparams: dict) -> dict:
+    """How a checkpoint's run prepared its images, as plain values (what an exported model stores):
+    preprocess (a `retinalight.preprocess` spec), resize, patch_size, patch_overlap."""
     evaluation = hparams.get("evaluation") or {}
     return {
-        "preprocess": build_preprocess(hparams.get("preprocess")),
+        "preprocess": hparams.get("preprocess"),
         "resize": hparams.get("resize"),
         "patch_size": evaluation.get("patch_size"),
         "patch_overlap": evaluation.get("patch_overlap", 0),
     }
+
+
+def prediction_inputs(preparation: dict) -> dict:
+    """`image_preparation`'s values as `predict_samples` takes them: the preprocess spec built into a callable."""
+    from retinalight.preprocess import build_preprocess
+
+    return {
+        "preprocess": build_preprocess(preparation.get("preprocess")),
+        "resize": preparation.get("resize"),
+        "patch_size": preparation.get("patch_size"),
+        "patch_overlap": preparation.get("patch_overlap", 0),
+    }
+
+
+def checkpoint_inputs(hparams: dict) -> dict:
+    """How a checkpoint's run prepared its images: preprocess (callable or None), resize, patch_size, patch_overlap."""
+    return prediction_inputs(image_preparation(hparams))

@@ -20,7 +20,7 @@ from retinalight.cli import run_main
 from retinalight.data.fov import compute_fov
 from retinalight.data.io import read_binary, read_rgb, write_grey
 from retinalight.errors import DataFileError
-from retinalight.inference import checkpoint_inputs, load_checkpoint, predict_probability
+from retinalight.inference import image_preparation, load_checkpoint, predict_probability, prediction_inputs, torch_probability
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp"}
 
@@ -56,22 +56,20 @@ def predict_files(
 
     if onnx:
         from retinalight.export import onnx_probability
-        from retinalight.preprocess import build_preprocess
 
-        model, prep = onnx_probability(model_file)
-        preprocess = build_preprocess(prep.get("preprocess"))
-        sizes = {k: prep.get(k) for k in ("resize", "patch_size")} | {"patch_overlap": prep.get("patch_overlap", 0)}
+        probability, preparation = onnx_probability(model_file)
     else:
         model, hparams = load_checkpoint(model_file)
-        prepared = checkpoint_inputs(hparams)
-        preprocess, sizes = prepared.pop("preprocess"), prepared | {"bf16": bf16}
+        probability, preparation = torch_probability(model, bf16), image_preparation(hparams)
+    sizes = prediction_inputs(preparation)
+    preprocess = sizes.pop("preprocess")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for path in tqdm(images, desc="predict", unit="image", disable=None):
         image = read_rgb(path)
         fov_file = fov_dir / f"{path.stem}.png" if fov_dir else None
         fov = read_binary(fov_file) if fov_file and fov_file.is_file() else compute_fov(image)
-        prob = predict_probability(model, preprocess(image) if preprocess else image, fov, **sizes)
+        prob = predict_probability(probability, preprocess(image) if preprocess else image, fov, **sizes)
         vessels = prob > threshold
         write_grey(out / f"{path.stem}_prob.png", (prob * 255).round())
         write_grey(out / f"{path.stem}_vessels.png", vessels * 255)

@@ -302,22 +302,23 @@ class RetinaDataModule(L.LightningDataModule):
         """Test images preprocessed but at their original size: they are scored there (inference resizes)."""
         return self.load(self.reader.ids("test"), resized=False)
 
-    def _loader(self, dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
+    def _loader(self, dataset, loader: type[DataLoader] = DataLoader, **kwargs) -> DataLoader:
+        return loader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
+
+    @property
+    def _rank_and_world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         dataset = AugmentedSamples(self.train_samples, self.augment, self.size, self.crop_size, self.seed, self.crop_sampling)
-        sampler = EpochSampler(self.samples_per_epoch, rank, world)
-        return ResumableLoader(
-            dataset,
-            progress=lambda: self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer else 0,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+        sampler = EpochSampler(self.samples_per_epoch, *self._rank_and_world)
+        return self._loader(
+            dataset, ResumableLoader, progress=self._batches_done, batch_size=self.batch_size, sampler=sampler, drop_last=False
         )
+
+    def _batches_done(self) -> int:
+        """Batches completed in the current training epoch (what a mid-epoch checkpoint stores)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer else 0
 
     def val_dataloader(self) -> DataLoader:
         if self.val_mode == "augmented":  # fixed keys far from the training keys: the same images every epoch
@@ -325,8 +326,7 @@ class RetinaDataModule(L.LightningDataModule):
             dataset = torch.utils.data.Subset(dataset, list(range(max(1, self.val_count))))
         else:
             dataset = PaddedImages(self.val_samples, self.size)
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        return self._loader(dataset, batch_size=1, sampler=ShardSampler(len(dataset), rank, world))
+        return self._loader(dataset, batch_size=1, sampler=ShardSampler(len(dataset), *self._rank_and_world))
 
 
 class DriveDataModule(RetinaDataModule):

@@ -36,7 +36,8 @@ def match_id(stem: str, ids: list[str], pattern: str | None = None) -> str | Non
 
 
 def find_predictions(pred_dir: str | Path, ids: list[str], pattern: str | None = None) -> dict[str, Path]:
-    """{id: file} for every id (`match_id` names them); an unmatched, duplicated or missing file is an error naming it."""
+    """{id: file} for every id, in the order of `ids` (`match_id` names them); an unmatched, duplicated or
+    missing file is an error naming it."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise DataFileError(f"{pred_dir}: prediction folder not found")
@@ -63,20 +64,23 @@ def find_predictions(pred_dir: str | Path, ids: list[str], pattern: str | None =
         raise DataFileError(
             f"{pred_dir}: no prediction for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} (expected <id>.png)"
         )
-    return found
+    return {i: found[i] for i in ids}  # in the split's order
 
 
 def load_predictions(pred_dir: str | Path, reader: RetinaDataset, split: str, pattern: str | None = None) -> list[Prediction]:
     """Read each prediction as 8-bit grey (probability x 255) and pair it with its ground truth."""
-    ids = reader.ids(split)
-    files = find_predictions(pred_dir, ids, pattern)
+    return read_predictions(find_predictions(pred_dir, reader.ids(split), pattern), reader)
+
+
+def read_predictions(files: dict[str, Path], reader: RetinaDataset) -> list[Prediction]:
+    """The predictions `find_predictions` matched ({id: file}), each checked against its image's size."""
     predictions = []
-    for id in ids:
+    for id, path in files.items():
         sample = reader.load(id)
-        grey = read_grey(files[id])
+        grey = read_grey(path)
         if grey.shape != sample.vessel.shape:
             raise DataFileError(
-                f"{files[id]}: prediction is {grey.shape[1]}x{grey.shape[0]}, image {id} is {sample.vessel.shape[1]}x{sample.vessel.shape[0]}"
+                f"{path}: prediction is {grey.shape[1]}x{grey.shape[0]}, image {id} is {sample.vessel.shape[1]}x{sample.vessel.shape[0]}"
             )
         predictions.append(Prediction(id, grey.astype("float32") / 255.0, sample.vessel, sample.fov))
     return predictions
@@ -88,5 +92,5 @@ def evaluate_folder(
     """Pooled and per-image metrics of the predictions in `pred_dir` (see `evaluate_predictions`), with the
     file each image was read from."""
     files = find_predictions(pred_dir, reader.ids(split), pattern)
-    result = evaluate_predictions(load_predictions(pred_dir, reader, split, pattern), protocol)
+    result = evaluate_predictions(read_predictions(files, reader), protocol)
     return {"dataset": reader.name, "split": split, "files": {i: p.name for i, p in files.items()}, **result}
