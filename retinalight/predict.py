@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fov-dir", type=Path, default=None, metavar="DIR", help="optional FOV masks named <image name>.png")
     args = parser.parse_args(argv)
     written = predict_files(
-        args.ckpt or args.onnx, list_images(Path(args.input)), Path(args.out), args.threshold, args.fov_dir, bool(args.onnx)
+        args.ckpt or args.onnx, list_images(Path(args.input)), Path(args.out), args.threshold, args.fov_dir, bool(args.onnx), args.bf16
     )
     print(f"wrote {len(written)} x 3 images to {args.out}")
     return 0

@@ -101,3 +101,12 @@ def test_plain_reference_has_sa_unet_shape():
     assert reference(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
     # same convolutions: FLOPs agree within the attention conv and BatchNorm bookkeeping
     assert abs(forward_flops(reference, (1, 3, 64, 64)) / forward_flops(ours, (1, 3, 64, 64)) - 1) < 0.02
+
+
+def test_predict_bf16_flag_changes_the_maps_only_slightly(drive_ckpt, data_root, tmp_path):
+    """`predict --bf16` reaches the network (maps differ from fp32) and stays close to fp32."""
+    image = data_root / "DRIVE" / "test" / "images" / "03_test.tif"
+    assert predict_main(["--ckpt", str(drive_ckpt), "--input", str(image), "--out", str(tmp_path / "fp32")]) == 0
+    assert predict_main(["--ckpt", str(drive_ckpt), "--input", str(image), "--out", str(tmp_path / "bf16"), "--bf16"]) == 0
+    a, b = read_grey(tmp_path / "fp32" / "03_test_prob.png").astype(int), read_grey(tmp_path / "bf16" / "03_test_prob.png").astype(int)
+    assert (a != b).any() and np.abs(a - b).mean() < 2
