@@ -109,6 +109,26 @@ def test_dropblock_drops_whole_blocks_at_the_configured_rate():
     assert torch.equal(layer(torch.ones(1, 1, 8, 8)), torch.ones(1, 1, 8, 8))
 
 
+def test_bernoulli_positions_match_independent_draws():
+    from retinalight.models.blocks import bernoulli_positions
+
+    torch.manual_seed(0)
+    count, p = 2_000_000, 0.004
+    positions = bernoulli_positions(count, p)
+    assert torch.equal(positions, positions.unique()) and 0 <= positions.min() and positions.max() < count
+    mean, std = count * p, (count * p * (1 - p)) ** 0.5
+    assert abs(len(positions) - mean) < 5 * std
+    # spread evenly: each tenth of the range holds its share (5 standard deviations)
+    per_tenth = torch.bincount(positions // (count // 10), minlength=10).float()
+    assert torch.all((per_tenth - mean / 10).abs() < 5 * (std / 10**0.5))
+    # gaps between successes are geometric: the share of adjacent successes is p
+    adjacent = (positions.diff() == 1).float().mean().item()
+    assert abs(adjacent - p) < 5 * (p / len(positions)) ** 0.5
+    # the fallback when the first batch of draws falls short, and the edge cases
+    assert len(bernoulli_positions(10, 1.0)) == 10 and len(bernoulli_positions(100, 1e-9)) == 0
+    assert abs(len(bernoulli_positions(100_000, 0.5)) - 50_000) < 5 * 158
+
+
 def test_input_not_divisible_fails_clearly():
     with pytest.raises(ValueError, match="divisible by 8"):
         create_model("unet")(torch.rand(1, 3, 60, 60))
