@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from retinalight.cli import add_data_root, resolve_data_root, run_main
+from retinalight.inference import fold_batch_norm
 from retinalight.provenance import provenance
 
 VARIANTS = {  # name -> (channels_last, bf16 autocast)
@@ -113,6 +114,8 @@ def bench_model(model: nn.Module, sizes: list[int], repeats: int, compile_: bool
 
 
 def bench_variant(model: nn.Module, channels_last: bool, bf16: bool, compiled: bool, sizes: list[int], repeats: int, flops: dict) -> dict:
+    """One training step, then inference with BatchNorm folded into the convs (`fold_batch_norm`, as
+    `predict` and `evaluate` run a network; not under torch.compile)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net = model.to(memory_format=fmt)
     if compiled:
@@ -133,7 +136,7 @@ def bench_variant(model: nn.Module, channels_last: bool, bf16: bool, compiled: b
     seconds = timed(step, repeats)
     row = {"train_step_ms": round(seconds * 1000, 1), "train_samples_per_s": round(8 / seconds, 1)}
     row["train_gflop_per_s"] = round(flops["train_gflops_per_step"] / seconds, 1)
-    net.eval()
+    net = net.eval() if compiled else fold_batch_norm(net)  # inference as the package runs it: BatchNorm folded
     for size in sizes:
         image = torch.randn(1, 3, size, size).contiguous(memory_format=fmt)
         mask = torch.ones(1, 1, size, size)
@@ -185,7 +188,7 @@ def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int) -> dict:
     from retinalight.data.datasets import Drive
     from retinalight.data.fov import compute_fov
     from retinalight.data.io import read_binary, write_grey
-    from retinalight.inference import predict_probability, predict_samples
+    from retinalight.inference import predict_probability, predict_samples, torch_probability
     from retinalight.metrics.folder import evaluate_folder
     from retinalight.metrics.segmentation import evaluate_predictions
 
@@ -194,14 +197,15 @@ def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, bf16 in (("fp32", False), ("bf16_channels_last", True)):
+            probability = torch_probability(model, bf16)  # once per model, as `predict` does
 
-            def one_image(bf16=bf16):
+            def one_image(probability=probability):
                 from PIL import Image
 
                 with Image.open(files.image) as img:  # decode afresh: no cache
                     image = np.asarray(img.convert("RGB"))
                 fov = read_binary(files.fov) if files.fov else compute_fov(image)
-                prob = predict_probability(model, image, fov, bf16=bf16)
+                prob = predict_probability(probability, image, fov)
                 write_grey(Path(folder) / "01.png", (prob * 255).round())
 
             out[f"one_image_{name}_ms"] = round(timed(one_image, repeats) * 1000, 1)

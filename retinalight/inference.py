@@ -2,29 +2,55 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from retinalight.data.datamodules import image_to_tensor
 from retinalight.data.geometry import pad, padded_size, resize_back, resize_sample_arrays
 from retinalight.data.patches import extract_patches, merge_patches
 from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import Prediction
+from retinalight.models.blocks import DropBlock
 
 PATCH_BATCH = 16  # patches per forward pass in sliding-window inference
+INFERENCE_IDENTITIES = (DropBlock, nn.Dropout, nn.Dropout2d, nn.Identity)  # layers that pass inputs through at inference
 
 
 Probability = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (N,3,H,W) image, (N,1,H,W) FOV -> (N,1,H,W) in [0, 1]
 
 
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """An inference copy of `model` (eval mode) with each BatchNorm folded into the conv before it in the
+    same nn.Sequential (layers that are identities at inference, such as DropBlock, may sit between): one
+    pass over the activations less per block, same outputs (tested for every registered model)."""
+    model = copy.deepcopy(model).eval()
+    for block in model.modules():
+        if not isinstance(block, nn.Sequential):
+            continue
+        conv = None
+        for name, layer in block.named_children():
+            if isinstance(layer, nn.Conv2d):
+                conv = name
+            elif isinstance(layer, nn.BatchNorm2d) and conv is not None and layer.track_running_stats:
+                setattr(block, conv, fuse_conv_bn_eval(getattr(block, conv), layer))
+                setattr(block, name, nn.Identity())
+                conv = None
+            elif not isinstance(layer, INFERENCE_IDENTITIES):
+                conv = None
+    return model
+
+
 def torch_probability(model: nn.Module, bf16: bool = False) -> Probability:
-    """A PyTorch network (logits out) as a probability function, on the network's device. `bf16`: bf16
-    autocast and channels_last (about 4x faster on a CPU with AVX-512 BF16; AUC within 0.001, tested)."""
-    model.eval()
+    """A PyTorch network (logits out) as a probability function, on the network's device, with BatchNorm
+    folded into its convs (`fold_batch_norm`; the network itself is left untouched). `bf16`: bf16 autocast and
+    channels_last (about 4x faster on a CPU with AVX-512 BF16; AUC within 0.001, tested)."""
+    model = fold_batch_norm(model)
     device = next(model.parameters()).device
     if bf16:
         model = model.to(memory_format=torch.channels_last)

@@ -115,7 +115,7 @@ def test_bernoulli_positions_match_independent_draws():
     torch.manual_seed(0)
     count, p = 2_000_000, 0.004
     positions = bernoulli_positions(count, p)
-    assert torch.equal(positions, positions.unique()) and 0 <= positions.min() and positions.max() < count
+    assert torch.equal(positions, positions.unique()) and positions.min() >= 0 and positions.max() < count
     mean, std = count * p, (count * p * (1 - p)) ** 0.5
     assert abs(len(positions) - mean) < 5 * std
     # spread evenly: each tenth of the range holds its share (5 standard deviations)
@@ -169,6 +169,25 @@ def test_every_model_runs_forward_backward_at_64(name):
     out = model(image, torch.ones(2, 1, 64, 64))
     assert out.shape == (2, 1, 64, 64)
     out.mean().backward()
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n != "patch_discriminator"] + SMP_SMALL)
+def test_folding_batch_norm_keeps_every_model_s_output(name):
+    from retinalight.inference import fold_batch_norm
+
+    torch.manual_seed(0)
+    model = create_model(name)
+    image, fov = torch.rand(2, 3, 64, 64), torch.ones(2, 1, 64, 64)
+    with torch.no_grad():
+        for _ in range(3):  # running statistics away from their initial 0 / 1
+            model.train()(image * 2 + 0.5, fov)
+        expected = model.eval()(image, fov)
+        folded = fold_batch_norm(model)
+        assert torch.allclose(folded(image, fov), expected, atol=1e-4, rtol=1e-4)
+    batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    left = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(left) < len(batch_norms) or not batch_norms  # something was folded where there was BatchNorm
+    assert len([m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == len(batch_norms)  # original kept
 
 
 def test_smp_model_accepts_sizes_not_divisible_by_32():
