@@ -99,6 +99,7 @@ class GANConfig:
     discriminator_input: str = "green"  # fundus channels beside the map: green | gray | rgb (the paper: one channel)
     pixel_weight: float = 10.0  # weight of the segmentation loss in the generator loss (0: the paper's minimax loss)
     adversarial_weight: float = 1.0
+    adversarial_warmup: int = 0  # batches over which the adversarial weight ramps linearly from 0 (the generator learns to segment first)
     d_steps: int = 1  # discriminator updates per generator update
     d_lr: float | None = None  # None: optimizer.lr
     betas: list = field(default_factory=lambda: [0.5, 0.999])  # Adam betas of both networks
@@ -193,6 +194,7 @@ ADDED_KEYS = {
     ("evaluation", "patch_overlap"): 0,
     ("trainer", "num_nodes"): 1,
     ("trainer", "sync_batchnorm"): False,
+    ("gan", "adversarial_warmup"): 0,
 }
 
 
@@ -505,6 +507,7 @@ def _check_gan(gan: GANConfig, where: str) -> None:
         ("pixel_weight", lambda v: v >= 0, "a number >= 0"),
         ("adversarial_weight", lambda v: v > 0, "a number > 0"),
         ("d_steps", lambda v: v >= 1, "an integer >= 1"),
+        ("adversarial_warmup", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (batches)"),
         ("d_lr", lambda v: v is None or 0 < v < 1, "null (optimizer.lr) or a number between 0 and 1"),
         ("clip_grad_norm", lambda v: v is None or v > 0, "null or a number > 0"),
     ):

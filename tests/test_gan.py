@@ -60,6 +60,27 @@ def test_gan_checkpoint_loads_its_generator(tmp_path):
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
 
 
+class WeightSpy(Callback):
+    def __init__(self):
+        self.weights: list[float] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.weights.append(module.adversarial_weight)
+
+
+def test_adversarial_weight_ramps_up_over_the_warmup(tmp_path):
+    overrides = [
+        "trainer.max_epochs=1",
+        "data.samples_per_epoch=24",
+        "arms.gan.gan.adversarial_warmup=4",
+        "arms.gan.gan.adversarial_weight=2.0",
+    ]
+    config = load_experiment("smoke_synthetic", overrides=overrides).run_config("gan", 0)
+    spy = WeightSpy()
+    fit_run(config, run_dir(tmp_path, config), logger="none", callbacks=[spy])
+    assert spy.weights[:6] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]  # per batch, whatever d_steps makes of global_step
+
+
 class AllBackground(Callback):
     """Pushes the generator's output bias far negative: it calls no pixel vessel, a collapsed generator."""
 
@@ -80,6 +101,7 @@ def test_collapse_is_reported_in_metrics_and_log(tmp_path):
     ("override", "message"),
     [
         ("arms.gan.gan.d_steps=0", "d_steps"),
+        ("arms.gan.gan.adversarial_warmup=-5", "adversarial_warmup"),
         ("arms.gan.gan.discriminator={name: patch_discriminatr}", "did you mean patch_discriminator"),
         ("arms.gan.gan.discriminator_input=blue", "choose from green, gray, rgb"),
         ("arms.gan.gan.betas=[0.5]", "two numbers"),

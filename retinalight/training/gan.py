@@ -31,8 +31,8 @@ class GANModule(SegmentationModule):
     """Adversarial vessel segmentation (Retina-GAN; V-GAN's losses).
 
     Args (besides SegmentationModule's):
-        gan: {"discriminator": {"name", ...arguments}, "pixel_weight", "adversarial_weight", "d_steps", "d_lr",
-            "betas", "discriminator_input", "clip_grad_norm"}. Generator loss = adversarial_weight x BCE(D(x,
+        gan: {"discriminator": {"name", ...arguments}, "pixel_weight", "adversarial_weight", "adversarial_warmup",
+            "d_steps", "d_lr", "betas", "discriminator_input", "clip_grad_norm"}. Generator loss = adversarial_weight x BCE(D(x,
             G(x)), real) + pixel_weight x the segmentation loss; pixel_weight 0 is the paper's literal minimax
             loss (V-GAN weighs the pixel term 10x the adversarial one: the default).
     """
@@ -50,6 +50,13 @@ class GANModule(SegmentationModule):
     def batch_index(self) -> int:
         """Batches trained so far (global_step counts optimizer steps: d_steps + 1 per batch)."""
         return self.global_step // (self.hparams.gan.get("d_steps", 1) + 1)
+
+    @property
+    def adversarial_weight(self) -> float:
+        """gan.adversarial_weight, ramped linearly from 0 over the first gan.adversarial_warmup batches: a
+        discriminator that beats an untrained generator at once otherwise drives its maps to all-background."""
+        weight, warmup = self.hparams.gan.get("adversarial_weight", 1.0), self.hparams.gan.get("adversarial_warmup", 0)
+        return weight * min(1.0, self.batch_index / warmup) if warmup else weight
 
     def discriminator_image(self, image: torch.Tensor) -> torch.Tensor:
         """The fundus channels the discriminator is conditioned on (the paper's is a 2-channel input)."""
@@ -82,7 +89,7 @@ class GANModule(SegmentationModule):
         self.toggle_optimizer(g_opt)
         adversarial = F.binary_cross_entropy_with_logits(self.discriminator(condition, fake.to(condition.dtype)).float(), real_label)
         pixel = self.loss(logits, vessel)
-        g_loss = gan.get("adversarial_weight", 1.0) * adversarial + gan.get("pixel_weight", 10.0) * pixel
+        g_loss = self.adversarial_weight * adversarial + gan.get("pixel_weight", 10.0) * pixel
         g_opt.zero_grad()
         self.manual_backward(g_loss)
         self._clip(g_opt)
@@ -96,7 +103,13 @@ class GANModule(SegmentationModule):
             self._vessel_share += torch.tensor([float((fake > 0.5).sum()), float(fake.numel())], dtype=torch.float64)
         size = len(image)
         self.log_dict(
-            {"train/d_loss": d_loss, "train/g_loss": g_loss, "train/g_adversarial": adversarial, "train/loss": pixel},
+            {
+                "train/d_loss": d_loss,
+                "train/g_loss": g_loss,
+                "train/g_adversarial": adversarial,
+                "train/loss": pixel,
+                "train/adversarial_weight": self.adversarial_weight,
+            },
             prog_bar=False,
             on_step=True,
             on_epoch=True,
