@@ -20,6 +20,8 @@ import argparse
 import json
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -219,7 +221,31 @@ def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int) -> dict:
         start = time.perf_counter()
         evaluate_folder(folder, drive, "test", "fov")
         out["score_pred_dir_s"] = round(time.perf_counter() - start, 2)
+        # the same through the command line, in a fresh interpreter: what a user waits for, imports included
+        with tempfile.TemporaryDirectory() as ckpt_folder:
+            ckpt = Path(ckpt_folder) / "sa_unet.ckpt"  # the fields of a Lightning checkpoint that `load_checkpoint` reads
+            torch.save(
+                {
+                    "hyper_parameters": {"model": {"name": "sa_unet"}},
+                    "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                },
+                ckpt,
+            )
+            cli = [sys.executable, "-m", "retinalight.evaluate", "--dataset", "drive", "--data-root", str(data_root)]
+            out["cli_evaluate_ckpt_bf16_s"] = wall_seconds([*cli, "--ckpt", str(ckpt), "--bf16"])
+        out["cli_evaluate_pred_dir_s"] = wall_seconds([*cli, "--pred-dir", folder])
+        out["cli_import_torch_torchmetrics_s"] = wall_seconds([sys.executable, "-c", "import torch, torchmetrics"])
     return out
+
+
+def wall_seconds(command: list[str], repeats: int = 3) -> float:
+    """Median wall-clock seconds of a command in a fresh process (it must succeed)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times), 2)
 
 
 def markdown(report: dict) -> str:
