@@ -82,19 +82,34 @@ def test_adversarial_weight_ramps_up_over_the_warmup(tmp_path):
 
 
 class AllBackground(Callback):
-    """Pushes the generator's output bias far negative: it calls no pixel vessel, a collapsed generator."""
+    """Pushes the generator's output bias far negative before every batch: it calls no pixel vessel, a
+    collapsed generator."""
 
-    def on_train_start(self, trainer, module):
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
         head = [m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
         with torch.no_grad():
+            head.weight.zero_()
             head.bias.fill_(-50.0)
+
+
+class AllVessel(Callback):
+    """The opposite: every pixel called vessel, far from a collapse."""
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        head = [m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.fill_(50.0)
 
 
 def test_collapse_is_reported_in_metrics_and_log(tmp_path):
     config = load_experiment("smoke_synthetic", overrides=["trainer.max_epochs=2"]).run_config("gan", 0)
     with pytest.warns(UserWarning, match="generator collapsed"):
-        metrics = fit_run(config, run_dir(tmp_path, config), logger="none", callbacks=[AllBackground()])
+        metrics = fit_run(config, run_dir(tmp_path / "background", config), logger="none", callbacks=[AllBackground()])
     assert metrics["collapsed_epochs"] == [0, 1]
+    config = load_experiment("smoke_synthetic", overrides=["trainer.max_epochs=2", "arms.gan.gan.pixel_weight=1000"]).run_config("gan", 0)
+    metrics = fit_run(config, run_dir(tmp_path / "vessel", config), logger="none", callbacks=[AllVessel()])
+    assert metrics["collapsed_epochs"] == []  # an epoch that calls pixels vessel is not a collapse
 
 
 @pytest.mark.parametrize(

@@ -125,8 +125,8 @@ class GANModule(SegmentationModule):
 
     def on_train_epoch_end(self) -> None:
         """Report a collapse (maps nearly all background, the failure GAN vessel code is known for)."""
-        share = self.trainer.strategy.reduce(self._vessel_share.to(self.device), reduce_op="sum").cpu()
-        self._vessel_share.zero_()
+        share = self.trainer.strategy.reduce(self._vessel_share.to(self.device), reduce_op="sum").cpu().clone()
+        self._vessel_share.zero_()  # after the clone: on one CPU device `share` is this very tensor
         fraction = float(share[0] / share[1]) if share[1] > 0 else 0.0
         self.log("train/vessel_fraction", fraction, batch_size=1)
         if fraction < COLLAPSE_FRACTION:
