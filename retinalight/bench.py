@@ -262,7 +262,37 @@ def markdown(report: dict) -> str:
     for section in ("sa_unet_over_reference", "onnxruntime", "data", "end_to_end", "peak_rss_mb"):
         if section in report:
             lines += [f"## {section}", "", "```", json.dumps(report[section], indent=1), "```", ""]
+    rows = goals(report)
+    if rows:
+        lines += ["## Goals", "", "| goal | measured | target | |", "|---|---|---|---|"]
+        lines += [f"| {name} | {value} | {'<=' if le else '<'} {target} | {verdict} |" for name, value, le, target, verdict in rows]
+        floor = report.get("end_to_end", {}).get("cli_import_torch_torchmetrics_s")
+        if floor:
+            lines += ["", f"A command's wall time includes {floor} s of importing torch and torchmetrics in a fresh interpreter."]
     return "\n".join(lines)
+
+
+GOALS = [  # (name, where in the report, at most (True) or under (False), target)
+    ("SA-UNet / plain reference, bf16 inference at 592", ("sa_unet_over_reference", "bf16_channels_last", "infer_592_ms"), True, 1.15),
+    ("one DRIVE image end to end, bf16 (ms)", ("end_to_end", "one_image_bf16_channels_last_ms"), False, 100),
+    ("evaluate --ckpt --bf16, DRIVE test set, wall (s)", ("end_to_end", "cli_evaluate_ckpt_bf16_s"), False, 4),
+    ("evaluate --pred-dir, DRIVE test set, wall (s)", ("end_to_end", "cli_evaluate_pred_dir_s"), False, 3),
+    ("the benchmark itself with --quick, after imports (s)", ("bench_seconds",), False, 180),
+]
+
+
+def goals(report: dict) -> list[tuple[str, float, bool, float, str]]:
+    """Each goal the report can judge: (name, measured, at most?, target, "met" or "missed by X")."""
+    rows = []
+    for name, path, at_most, target in GOALS:
+        value = report
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None or (path == ("bench_seconds",) and not report.get("quick")):
+            continue
+        met = value <= target if at_most else value < target
+        rows.append((name, value, at_most, target, "met" if met else f"missed by {round(value - target, 2)}"))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,9 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     repeats = 5 if args.quick else 15
     sizes = [592] if args.quick else [592, 1008]
+    started = time.perf_counter()
     report = {
         "provenance": provenance(),
         "threads": torch.get_num_threads(),
+        "quick": args.quick,
     }
     report["models"] = {}
     for name in args.models:
@@ -307,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         report["data"] = bench_data(data_root, 3.0 if args.quick else 10.0)
         report["end_to_end"] = bench_end_to_end(sa_unet, data_root, repeats)
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    report["bench_seconds"] = round(time.perf_counter() - started, 1)  # imports excluded
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "bench-" + "".join(c if c.isalnum() else "-" for c in report["provenance"]["device"]).strip("-").lower()
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))

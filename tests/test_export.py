@@ -103,6 +103,22 @@ def test_plain_reference_has_sa_unet_shape():
     assert abs(forward_flops(reference, (1, 3, 64, 64)) / forward_flops(ours, (1, 3, 64, 64)) - 1) < 0.02
 
 
+def test_bench_judges_its_goals():
+    from retinalight.bench import goals, markdown
+
+    report = {
+        "provenance": {"device": "cpu", "command": "bench", "commit": "x", "torch": "2"},
+        "threads": 2,
+        "models": {},
+        "quick": False,
+        "sa_unet_over_reference": {"bf16_channels_last": {"infer_592_ms": 1.1}},
+        "end_to_end": {"one_image_bf16_channels_last_ms": 120.5, "cli_evaluate_pred_dir_s": 2.0},
+    }
+    verdicts = {name: verdict for name, _, _, _, verdict in goals(report)}
+    assert list(verdicts.values()) == ["met", "missed by 20.5", "met"]  # absent figures and the --quick-only goal skipped
+    assert "| one DRIVE image end to end, bf16 (ms) | 120.5 | < 100 | missed by 20.5 |" in markdown(report)
+
+
 def test_predict_bf16_flag_changes_the_maps_only_slightly(drive_ckpt, data_root, tmp_path):
     """`predict --bf16` reaches the network (maps differ from fp32) and stays close to fp32."""
     image = data_root / "DRIVE" / "test" / "images" / "03_test.tif"
