@@ -186,8 +186,27 @@ def test_folding_batch_norm_keeps_every_model_s_output(name):
         assert torch.allclose(folded(image, fov), expected, atol=1e-4, rtol=1e-4)
     batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     left = [m for m in folded.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert len(left) < len(batch_norms) or not batch_norms  # something was folded where there was BatchNorm
+    if name in ("backbone", "sa_unet"):
+        assert batch_norms and not left  # every conv-BN pair of the SA-UNet family is folded
     assert len([m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == len(batch_norms)  # original kept
+
+
+def test_recurrent_conv_keeps_batch_statistics_per_step():
+    """Each recurrence step of R2U-Net's RCL normalises with its own statistics: once the running statistics
+    have seen a batch, eval mode reproduces train mode on it (a BatchNorm shared by the steps averages the
+    statistics of three different inputs and does not)."""
+    from retinalight.models.r2unet import RecurrentConv
+
+    torch.manual_seed(0)
+    layer = RecurrentConv(4, t=2)
+    assert len([m for m in layer.modules() if isinstance(m, torch.nn.Conv2d)]) == 1  # the conv is shared
+    for norm in layer.norms:
+        norm.momentum = None  # cumulative average: after one batch, the running statistics are that batch's
+        norm.reset_running_stats()
+    x = torch.randn(4, 4, 32, 32) * 3 + 1
+    with torch.no_grad():
+        trained = layer.train()(x)
+        assert torch.allclose(layer.eval()(x), trained, atol=1e-3)
 
 
 def test_smp_model_accepts_sizes_not_divisible_by_32():
