@@ -129,16 +129,23 @@ def plot_losses(logs: dict[str, Path], out: Path, plt) -> Path | None:
     logs = {arm: path for arm, path in logs.items() if path.is_file()}
     if not logs:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    curves: dict[str, dict[str, list]] = {"train/loss_epoch": {}, "val/loss": {}}
     for arm, path in logs.items():
         with open(path) as f:
             rows = list(csv.DictReader(f))
-        for ax, key in zip(axes, ("train/loss_epoch", "val/loss")):
+        for key, per_arm in curves.items():
             points = [(int(r["epoch"]), float(r[key])) for r in rows if r.get(key)]
             if points:
-                ax.plot(*zip(*points), marker=".", label=arm)
-    for ax, title in zip(axes, ("training loss (BCE)", "validation loss (BCE, the images data.val_mode names)")):
-        ax.set(xlabel="epoch", title=title)
+                per_arm[arm] = points
+    titles = {"train/loss_epoch": "training loss (BCE)", "val/loss": "validation loss (BCE, the images data.val_mode names)"}
+    drawn = [key for key in curves if curves[key]]  # a profile without validation has no validation curve
+    if not drawn:
+        return None
+    fig, axes = plt.subplots(1, len(drawn), figsize=(5.5 * len(drawn), 3.8), constrained_layout=True, squeeze=False)
+    for ax, key in zip(axes[0], drawn):
+        for arm, points in curves[key].items():
+            ax.plot(*zip(*points), marker=".", label=arm)
+        ax.set(xlabel="epoch", title=titles[key])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save(fig, out / "losses.png", plt)

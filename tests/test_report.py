@@ -71,3 +71,22 @@ def test_compare_puts_an_external_folder_beside_the_arms(smoke_runs, tmp_path):
     rows = [line for line in report.splitlines() if line.startswith("| unet (ours") or line.startswith("| copy_of_unet")]
     assert len(rows) == 4  # two protocols
     assert rows[0].split("|")[2:] == rows[1].split("|")[2:]  # the same maps score the same
+
+
+def test_loss_figure_leaves_out_a_validation_curve_no_run_has(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from retinalight.report import plot_losses
+
+    train_only, both = tmp_path / "train.csv", tmp_path / "both.csv"
+    train_only.write_text("epoch,step,train/loss_epoch\n0,10,0.5\n1,20,0.4\n")
+    both.write_text("epoch,step,train/loss_epoch,val/loss\n0,10,0.5,\n0,10,,0.6\n1,20,0.4,\n1,20,,0.5\n")
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    one = plot_losses({"a": train_only}, tmp_path / "one", plt)
+    two = plot_losses({"a": both}, tmp_path / "two", plt)
+    assert Image.open(one).width < 0.6 * Image.open(two).width  # one panel, not an empty second one
+    assert plot_losses({"a": tmp_path / "missing.csv"}, tmp_path / "none", plt) is None
