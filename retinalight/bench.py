@@ -222,6 +222,7 @@ def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int) -> dict:
         evaluate_folder(folder, drive, "test", "fov")
         out["score_pred_dir_s"] = round(time.perf_counter() - start, 2)
         # the same through the command line, in a fresh interpreter: what a user waits for, imports included
+        cli = [sys.executable, "-m", "retinalight.evaluate", "--dataset", "drive", "--data-root", str(data_root)]
         with tempfile.TemporaryDirectory() as ckpt_folder:
             ckpt = Path(ckpt_folder) / "sa_unet.ckpt"  # the fields of a Lightning checkpoint that `load_checkpoint` reads
             torch.save(
@@ -231,7 +232,6 @@ def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int) -> dict:
                 },
                 ckpt,
             )
-            cli = [sys.executable, "-m", "retinalight.evaluate", "--dataset", "drive", "--data-root", str(data_root)]
             out["cli_evaluate_ckpt_bf16_s"] = wall_seconds([*cli, "--ckpt", str(ckpt), "--bf16"])
         out["cli_evaluate_pred_dir_s"] = wall_seconds([*cli, "--pred-dir", folder])
         out["cli_import_torch_torchmetrics_s"] = wall_seconds([sys.executable, "-c", "import torch, torchmetrics"])
