@@ -164,7 +164,8 @@ class RunConfig:
 
     def identity(self) -> dict:
         """The values that decide what a run computes: all but the seed (a folder level of its own), how the
-        config was asked for, where the data lives and where curves are logged."""
+        config was asked for, where the data lives and where curves are logged; plus the code revision of
+        each model (`register_model(..., revision=)`) once a fix has raised it."""
         return self.identity_of(self.to_dict())
 
     @staticmethod
@@ -179,6 +180,11 @@ class RunConfig:
         for (section, key), default in ADDED_KEYS.items():
             if values.get(section, {}).get(key, default) == default:
                 values.get(section, {}).pop(key, None)
+        from retinalight.models import model_revision
+
+        for spec in (values["model"], (values.get("gan") or {}).get("discriminator")):
+            if spec and model_revision(spec["name"]):  # a model fixed since revision 0: its earlier runs are not this one
+                spec["revision"] = model_revision(spec["name"])
         return values
 
     def config_hash(self) -> str:

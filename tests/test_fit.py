@@ -352,6 +352,19 @@ def test_a_profile_change_is_a_different_run(tmp_path):
     assert run_dir(tmp_path, again).parent == run_dir(tmp_path, exp.run_config("sa_unet", 0)).parent
 
 
+def test_a_model_fix_gets_new_run_folders(tmp_path, monkeypatch):
+    from retinalight.models import registry
+
+    sa_unet = load_experiment("ablation_drive", "quick").run_config("sa_unet", 0)
+    gan = load_experiment("retinagan_drive", "quick").run_config("gan", 0)
+    before = run_dir(tmp_path, sa_unet), run_dir(tmp_path, gan)
+    assert "revision" not in sa_unet.identity()["model"]  # revision 0: folders named before revisions existed stay valid
+    monkeypatch.setitem(registry._REVISIONS, "sa_unet", 1)
+    monkeypatch.setitem(registry._REVISIONS, "patch_discriminator", 2)
+    assert sa_unet.identity()["model"]["revision"] == 1 and gan.identity()["gan"]["discriminator"]["revision"] == 2
+    assert run_dir(tmp_path, sa_unet) != before[0] and run_dir(tmp_path, gan) != before[1]
+
+
 def test_a_folder_holding_another_config_is_refused_with_the_differing_keys(tmp_path):
     import yaml
 

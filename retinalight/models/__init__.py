@@ -5,10 +5,10 @@ that need no FOV mask ignore it, so training code has one call for all.
 """
 
 from retinalight.models import discriminator, r2unet, smp, unet  # noqa: F401  (registration)
-from retinalight.models.registry import create_model, list_models, model_arguments, register_model
+from retinalight.models.registry import create_model, list_models, model_arguments, model_revision, register_model
 from retinalight.models.smp import LISTED as _SMP_LISTED
 
-__all__ = ["create_model", "list_models", "model_arguments", "register_model", "count_parameters", "describe_models"]
+__all__ = ["create_model", "list_models", "model_arguments", "model_revision", "register_model", "count_parameters", "describe_models"]
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -11,15 +11,20 @@ from retinalight.errors import ConfigError, UnknownNameError, close_matches
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 _DYNAMIC: list[tuple[str, Callable[..., nn.Module]]] = []  # (prefix, factory(name, **kwargs))
+_REVISIONS: dict[str, int] = {}
 
 
-def register_model(name: str):
-    """Decorator: register a factory under `name`; its docstring's first line documents it."""
+def register_model(name: str, revision: int = 0):
+    """Decorator: register a factory under `name`; its docstring's first line documents it.
+
+    `revision`: raise it by one with every fix that changes what the model computes for the same arguments.
+    It is part of a run's identity (from 1 on), so run folders trained by the earlier code are not reused."""
 
     def wrap(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _MODELS:
             raise ValueError(f"model {name!r} registered twice")
         _MODELS[name] = factory
+        _REVISIONS[name] = revision
         return factory
 
     return wrap
@@ -33,6 +38,11 @@ def register_prefix(prefix: str, factory: Callable[..., nn.Module]) -> None:
 def list_models() -> dict[str, str]:
     """{name: one-line description} of every registered model."""
     return {name: (inspect.getdoc(f) or "").splitlines()[0] for name, f in sorted(_MODELS.items())}
+
+
+def model_revision(name: str) -> int:
+    """The code revision of a registered model (0 for names built by a prefix factory)."""
+    return _REVISIONS.get(name, 0)
 
 
 def model_arguments(name: str) -> list[str]:
