@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from retinalight.cli import add_data_root, resolve_data_root, run_main
+from retinalight.errors import RetinalightError
 from retinalight.inference import fold_batch_norm
 from retinalight.provenance import provenance
 
@@ -239,11 +240,14 @@ def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int) -> dict:
 
 
 def wall_seconds(command: list[str], repeats: int = 3) -> float:
-    """Median wall-clock seconds of a command in a fresh process (it must succeed)."""
+    """Median wall-clock seconds of a command in a fresh process (it must succeed: else one line naming it)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RetinalightError(f"timed command failed ({' '.join(command[2:4])} ...): {last}")
         times.append(time.perf_counter() - start)
     return round(statistics.median(times), 2)
 

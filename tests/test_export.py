@@ -119,6 +119,16 @@ def test_bench_judges_its_goals():
     assert "| one DRIVE image end to end, bf16 (ms) | 120.5 | < 100 | missed by 20.5 |" in markdown(report)
 
 
+def test_bench_names_a_failing_timed_command_in_one_line():
+    import sys
+
+    from retinalight.bench import wall_seconds
+    from retinalight.errors import RetinalightError
+
+    with pytest.raises(RetinalightError, match=r"timed command failed \(import nonexistent_module_x .*No module named"):
+        wall_seconds([sys.executable, "-c", "import nonexistent_module_x"], repeats=1)
+
+
 def test_predict_bf16_flag_changes_the_maps_only_slightly(drive_ckpt, data_root, tmp_path):
     """`predict --bf16` reaches the network (maps differ from fp32) and stays close to fp32."""
     image = data_root / "DRIVE" / "test" / "images" / "03_test.tif"
