@@ -124,6 +124,8 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
                 "paper": experiment.paper_numbers(arm),
                 "provenance": {k: arm_runs[-1].get(k) for k in ("commit", "device", "command", "train_seconds", "epochs")},
                 "train_seconds": [r.get("train_seconds") for r in arm_runs],
+                "commits": [r.get("commit") for r in arm_runs],  # per seed: a table completed later mixes commits
+                "commands": [r.get("command") for r in arm_runs],
             }
         summary["protocols"][protocol] = {"arms": rows, "second_observer": second_observer(experiment, protocol, data_root)}
     return summary
@@ -177,13 +179,19 @@ def format_markdown(summary: dict) -> str:
         lines.append("")
     arms = next(iter(summary["protocols"].values()), {}).get("arms", {})
     if arms:
-        lines += ["| arm | config | training seconds per seed | commit | device |", "|---|---|---|---|---|"]
+        lines += ["| arm | config | training seconds per seed | commit (per seed when they differ) | device |", "|---|---|---|---|---|"]
         for arm, row in arms.items():
             seconds = ", ".join(f"{t:.0f}" for t in row["train_seconds"] if t is not None)
-            prov = row["provenance"]
-            lines.append(f"| {arm} | {row['config_hash']} | {seconds} | {prov['commit']} | {prov['device']} |")
-        lines += ["", f"Command: `{next(iter(arms.values()))['provenance']['command']}`", ""]
+            commits = row.get("commits") or [row["provenance"]["commit"]]
+            lines.append(f"| {arm} | {row['config_hash']} | {seconds} | {_per_seed(commits)} | {row['provenance']['device']} |")
+        commands = dict.fromkeys(c for row in arms.values() for c in row.get("commands") or [row["provenance"]["command"]])
+        lines += ["", "Commands that trained these runs: " + "; ".join(f"`{c}`" for c in commands), ""]
     return "\n".join(lines)
+
+
+def _per_seed(values: list) -> str:
+    """One value when every seed shares it, else the values in seed order."""
+    return str(values[0]) if len(set(values)) == 1 else ", ".join(map(str, values))
 
 
 def summary_paths(experiment: Experiment, runs_root: Path) -> tuple[Path, Path]:

@@ -39,3 +39,26 @@ def test_one_seed_gives_no_interval_and_says_so():
     assert "1 seed: seed spread unknown" in _versus(one)
     two = compare(_runs([[0.8, 0.82, 0.79], [0.81, 0.82, 0.8]]), _runs([[0.78, 0.8, 0.77], [0.79, 0.8, 0.78]]), "fov")
     assert two["f1"]["ci95"] is not None and "seed spread unknown" not in _versus(two)
+
+
+def test_a_table_completed_later_names_the_commit_and_command_of_each_seed():
+    from retinalight.summary import METRICS, format_markdown
+
+    row = {
+        "seeds": [0, 1],
+        "config_hash": "abcd1234",
+        "mean": dict.fromkeys(METRICS, 0.9),
+        "std": dict.fromkeys(METRICS, 0.01),
+        "per_image_f1_ci95": (0.8, 0.82),
+        "vs_reference": None,
+        "paper": {},
+        "provenance": {"commit": "bbbbbbb", "device": "cpu", "command": "fit --seeds 0 1"},
+        "train_seconds": [100.0, 90.0],
+        "commits": ["aaaaaaa", "bbbbbbb"],
+        "commands": ["fit --seeds 0", "fit --seeds 0 1"],
+    }
+    same = {**row, "commits": ["aaaaaaa", "aaaaaaa"], "commands": ["fit --seeds 0", "fit --seeds 0"]}
+    summary = {"experiment": "x", "profile": "p", "protocols": {"fov": {"arms": {"a": row, "b": same}}}}
+    text = format_markdown(summary)
+    assert "| a | abcd1234 | 100, 90 | aaaaaaa, bbbbbbb | cpu |" in text and "| b | abcd1234 | 100, 90 | aaaaaaa | cpu |" in text
+    assert "`fit --seeds 0`; `fit --seeds 0 1`" in text
