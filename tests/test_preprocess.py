@@ -80,9 +80,9 @@ def test_bad_preprocess_fails_at_load(spec, message):
 
 def test_preprocess_key_keeps_earlier_run_identities():
     """Adding data.preprocess (default none) must not rename existing run folders; setting it must."""
-    plain = load_experiment("ablation_drive", "fast").run_config("sa_unet", 0)
-    none = load_experiment("ablation_drive", "fast", ["data.preprocess=none"]).run_config("sa_unet", 0)
-    clahe_cfg = load_experiment("ablation_drive", "fast", ["data.preprocess=clahe"]).run_config("sa_unet", 0)
+    plain = load_experiment("ablation_drive").run_config("sa_unet", 0)
+    none = load_experiment("ablation_drive", overrides=["data.preprocess=none"]).run_config("sa_unet", 0)
+    clahe_cfg = load_experiment("ablation_drive", overrides=["data.preprocess=clahe"]).run_config("sa_unet", 0)
     assert "preprocess" not in plain.identity()["data"]
     assert plain.config_hash() != clahe_cfg.config_hash()
     assert none.config_hash() != clahe_cfg.config_hash()
