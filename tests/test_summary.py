@@ -62,3 +62,25 @@ def test_a_table_completed_later_names_the_commit_and_command_of_each_seed():
     text = format_markdown(summary)
     assert "| a | abcd1234 | 100, 90 | aaaaaaa, bbbbbbb | cpu |" in text and "| b | abcd1234 | 100, 90 | aaaaaaa | cpu |" in text
     assert "`fit --seeds 0`; `fit --seeds 0 1`" in text
+
+
+def test_commit_is_dirty_for_changed_code_but_not_for_rewritten_results(tmp_path):
+    import subprocess
+
+    from retinalight.provenance import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "results" / "summary.md").write_text("old table")
+    (tmp_path / "pkg" / "code.py").write_text("x = 1")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    assert not git_commit(tmp_path / "pkg").endswith("+dirty")
+    (tmp_path / "results" / "summary.md").write_text("the table, completed")
+    assert not git_commit(tmp_path / "pkg").endswith("+dirty")
+    (tmp_path / "pkg" / "code.py").write_text("x = 2")
+    assert git_commit(tmp_path / "pkg").endswith("+dirty")
