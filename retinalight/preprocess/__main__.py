@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -25,9 +24,10 @@ def bench(data_root: Path) -> dict:
     from retinalight.data.datasets import Drive
     from retinalight.preprocess import ace, clahe
     from retinalight.preprocess.ace import ace_exact
+    from retinalight.provenance import provenance
 
     image = Drive(data_root).load("01").image
-    out = {"image": "DRIVE 01_test (565x584)", "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+    out = {"image": "DRIVE 01_test (565x584)", "threads": torch.get_num_threads(), "provenance": provenance()}
     for name, run in (
         ("ace", lambda: ace(image)),
         ("clahe_green", lambda: clahe(image)),
