@@ -45,6 +45,10 @@ def provenance() -> dict:
 
 def command_line() -> str:
     """The command as typed: `python -m retinalight.<entry point> args` when run as a module of this package."""
-    if sys.argv and Path(sys.argv[0]).parent == Path(__file__).parent and sys.argv[0].endswith(".py"):
-        return " ".join(["python", "-m", f"retinalight.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
+    script = Path(sys.argv[0]) if sys.argv else Path()
+    package = Path(__file__).parent
+    if script.suffix == ".py" and script.is_relative_to(package):  # a module, or a subpackage's __main__.py
+        module = script.relative_to(package).with_suffix("").parts
+        name = ".".join(["retinalight", *(module[:-1] if module[-1] == "__main__" else module)])
+        return " ".join(["python", "-m", name, *sys.argv[1:]])
     return " ".join(sys.argv)

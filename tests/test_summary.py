@@ -84,3 +84,16 @@ def test_commit_is_dirty_for_changed_code_but_not_for_rewritten_results(tmp_path
     assert not git_commit(tmp_path / "pkg").endswith("+dirty")
     (tmp_path / "pkg" / "code.py").write_text("x = 2")
     assert git_commit(tmp_path / "pkg").endswith("+dirty")
+
+
+def test_command_names_the_module_a_run_was_started_as(monkeypatch):
+    from pathlib import Path
+
+    import retinalight
+    from retinalight.provenance import command_line
+
+    package = Path(retinalight.__file__).parent
+    monkeypatch.setattr("sys.argv", [str(package / "preprocess" / "__main__.py"), "--bench"])
+    assert command_line() == "python -m retinalight.preprocess --bench"
+    monkeypatch.setattr("sys.argv", [str(package / "fit.py"), "--exp", "ablation_drive"])
+    assert command_line() == "python -m retinalight.fit --exp ablation_drive"
