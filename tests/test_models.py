@@ -105,6 +105,13 @@ def test_dropblock_drops_whole_blocks_at_the_configured_rate():
     eroded = -torch.nn.functional.max_pool2d(-mask, 7, stride=1)
     opened = torch.nn.functional.max_pool2d(torch.nn.functional.pad(eroded, (6, 6, 6, 6)), 7, stride=1)
     assert torch.equal(opened, mask)
+    # a channels_last input gets the same blocks (painted in its own layout) and keeps its layout
+    x = torch.rand(2, 5, 24, 20)
+    torch.manual_seed(1)
+    expected = layer(x)
+    torch.manual_seed(1)
+    out = layer(x.to(memory_format=torch.channels_last))
+    assert torch.equal(out, expected) and out.is_contiguous(memory_format=torch.channels_last)
     layer.eval()
     assert torch.equal(layer(torch.ones(1, 1, 8, 8)), torch.ones(1, 1, 8, 8))
 

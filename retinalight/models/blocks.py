@@ -31,7 +31,7 @@ class DropBlock(nn.Module):
 
     Written here rather than taken from timm (`DropBlock2d`) because timm also seeds blocks that the border
     clips, and its 7x7 max-pool mask made a CPU training step of SA-UNet about 2x slower; this version draws
-    only the few seeds (`bernoulli_positions`) and paints their blocks directly.
+    only the few seeds (`bernoulli_positions`) and paints their blocks directly, in the input's memory layout.
     """
 
     def __init__(self, drop_rate: float, block_size: int = 7):
@@ -47,17 +47,22 @@ class DropBlock(nn.Module):
         size = min(self.block_size, height, width)
         valid_h, valid_w = height - size + 1, width - size + 1
         gamma = drop_rate / size**2 * height * width / (valid_h * valid_w)
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            x = x.contiguous()
         with torch.no_grad():
+            # seeds index (plane, top, left) with plane = sample * channels + channel; each becomes a flat
+            # offset in x's own memory layout (NCHW or channels_last), so the mask multiplies without a copy
             seeds = bernoulli_positions(batch * channels * valid_h * valid_w, gamma, x.device)
             plane, seeds = seeds.div(valid_h * valid_w, rounding_mode="floor"), seeds % (valid_h * valid_w)
             top, left = seeds.div(valid_w, rounding_mode="floor"), seeds % valid_w
+            stride_n, stride_c, stride_h, stride_w = x.stride()
+            corner = plane.div(channels, rounding_mode="floor") * stride_n + plane % channels * stride_c + top * stride_h + left * stride_w
             offsets = torch.arange(size, device=x.device)
-            rows = (top[:, None] + offsets)[:, :, None]
-            cols = (left[:, None] + offsets)[:, None, :]
-            keep = torch.ones(batch * channels * height * width, device=x.device, dtype=x.dtype)
-            keep[((plane[:, None, None] * height + rows) * width + cols).reshape(-1)] = 0
-            keep = keep.view_as(x)
+            block = (offsets[:, None] * stride_h + offsets[None, :] * stride_w).view(-1)
+            keep = torch.ones(x.numel(), device=x.device, dtype=x.dtype)
+            keep[(corner[:, None] + block).view(-1)] = 0
             keep.mul_(keep.numel() / keep.sum().clamp(min=1))
+            keep = keep.as_strided(x.shape, x.stride())
         return x * keep
 
     def extra_repr(self) -> str:
