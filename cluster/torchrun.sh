@@ -6,4 +6,4 @@
 set -euo pipefail
 GPUS=${GPUS:-4}
 torchrun --standalone --nproc_per_node="$GPUS" -m retinalight.fit --exp ablation_drive --arm sa_unet --seeds 0 \
-  --set trainer.accelerator=gpu trainer.devices="$GPUS" trainer.strategy=ddp trainer.precision=bf16-mixed
+  --set trainer.accelerator=gpu trainer.devices="$GPUS" trainer.strategy=ddp

@@ -6,12 +6,16 @@
 For each model: FLOPs of one forward pass (torch.utils.flop_counter), training step time (forward +
 backward + Adam, batch 8 of 128x128) and inference latency (one 592x592 DRIVE-sized image; 1008x1008
 CHASE_DB1-sized without --quick) for fp32, channels_last, bf16 autocast + channels_last and, with
---compile, torch.compile; achieved GFLOP/s; the process's peak resident memory. Beside them, in the same
+--compile, torch.compile; achieved GFLOP/s; the process's peak resident memory. On a CPU without native
+bf16 (retinalight.hardware's `cpu-fp32` class) --quick skips the bf16 variants: emulated, about 8x slower. Beside them, in the same
 run: a plain hand-written U-Net of SA-UNet's shape (the reference a package's overhead is judged against),
 ONNX Runtime's latency for SA-UNet, the data pipeline alone (augmented 128x128 samples per second), and
 end to end on DRIVE: one test image read, padded, predicted, cropped and written; all 20 test images
-predicted and scored; `evaluate --pred-dir`'s scoring. Writes results/bench/bench-<device>.json and .md.
-Timings are medians of repeated runs after warm-up; this machine's timings are noisy, compare within a run.
+predicted and scored; `evaluate --pred-dir`'s scoring, each at the precision `auto` picks here.
+Writes results/bench/bench-<speed class>-<CPU capability or GPU>.json and .md; its Goals judge the class by
+its own targets. Timings are medians of repeated runs after warm-up; compare within a run.
+
+  python -m retinalight.bench --gpu-check                  # on a CUDA machine: training, DDP, GAN, inference (retinalight.gpu_check)
 """
 
 from __future__ import annotations
@@ -76,14 +80,17 @@ class PlainUNet(nn.Module):
         return self.head(x)
 
 
-def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median seconds of `repeats` calls after `warmup` calls."""
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 2, device: torch.device | None = None) -> float:
+    """Median seconds of `repeats` calls after `warmup` calls (CUDA work is waited for)."""
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else lambda: None
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -101,54 +108,65 @@ def forward_flops(model: nn.Module, shape: tuple[int, ...]) -> int:
     return counter.get_total_flops()
 
 
-def bench_model(model: nn.Module, sizes: list[int], repeats: int, compile_: bool) -> dict:
+def bench_model(model: nn.Module, sizes: list[int], repeats: int, compile_: bool, variants: dict = VARIANTS) -> dict:
     """Training step (batch 8, 128x128) and inference latency per size, for each variant."""
     out = {"parameters": sum(p.numel() for p in model.parameters())}
     out["train_gflops_per_step"] = round(3 * forward_flops(model, (8, 3, 128, 128)) / 1e9, 2)  # forward + ~2x backward
     for size in sizes:
         out[f"infer_gflops_{size}"] = round(forward_flops(model, (1, 3, size, size)) / 1e9, 2)
-    variants = {name: (*flags, False) for name, flags in VARIANTS.items()}
+    runs = {name: (*flags, False) for name, flags in variants.items()}
     if compile_:
-        variants["bf16_channels_last_compiled"] = (True, True, True)
-    for name, (channels_last, bf16, compiled) in variants.items():
+        fast = "bf16_channels_last" if "bf16_channels_last" in variants else "fp32_channels_last"
+        runs[f"{fast}_compiled"] = (*VARIANTS[fast], True)
+    for name, (channels_last, bf16, compiled) in runs.items():
         out[name] = bench_variant(model, channels_last, bf16, compiled, sizes, repeats, out)
         model = model.to(memory_format=torch.contiguous_format)
     return out
 
 
-def bench_variant(model: nn.Module, channels_last: bool, bf16: bool, compiled: bool, sizes: list[int], repeats: int, flops: dict) -> dict:
+def bench_variant(
+    model: nn.Module,
+    channels_last: bool,
+    bf16: bool,
+    compiled: bool,
+    sizes: list[int],
+    repeats: int,
+    flops: dict,
+    device: torch.device | None = None,
+) -> dict:
     """One training step, then inference with BatchNorm folded into the convs (`fold_batch_norm`, as
-    `predict` and `evaluate` run a network; not under torch.compile)."""
+    `predict` and `evaluate` run a network; not under torch.compile). On `device` (default: the CPU)."""
+    device = device or torch.device("cpu")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    net = model.to(memory_format=fmt)
+    net = model.to(device, memory_format=fmt)
     if compiled:
         net = torch.compile(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x = torch.randn(8, 3, 128, 128).contiguous(memory_format=fmt)
-    y = (torch.rand(8, 1, 128, 128) > 0.9).float()
-    fov = torch.ones(8, 1, 128, 128)
+    x = torch.randn(8, 3, 128, 128, device=device).contiguous(memory_format=fmt)
+    y = (torch.rand(8, 1, 128, 128, device=device) > 0.9).float()
+    fov = torch.ones(8, 1, 128, 128, device=device)
 
     def step():
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             loss = nn.functional.binary_cross_entropy_with_logits(net(x, fov).float(), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
     net.train()
-    seconds = timed(step, repeats)
+    seconds = timed(step, repeats, device=device)
     row = {"train_step_ms": round(seconds * 1000, 1), "train_samples_per_s": round(8 / seconds, 1)}
     row["train_gflop_per_s"] = round(flops["train_gflops_per_step"] / seconds, 1)
     net = net.eval() if compiled else fold_batch_norm(net)  # inference as the package runs it: BatchNorm folded
     for size in sizes:
-        image = torch.randn(1, 3, size, size).contiguous(memory_format=fmt)
-        mask = torch.ones(1, 1, size, size)
+        image = torch.randn(1, 3, size, size, device=device).contiguous(memory_format=fmt)
+        mask = torch.ones(1, 1, size, size, device=device)
 
         def infer(image=image, mask=mask):
-            with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 net(image, mask)
 
-        seconds = timed(infer, repeats)
+        seconds = timed(infer, repeats, device=device)
         row[f"infer_{size}_ms"] = round(seconds * 1000, 1)
         row[f"infer_{size}_gflop_per_s"] = round(flops[f"infer_gflops_{size}"] / seconds, 1)
     return row
@@ -186,8 +204,9 @@ def bench_data(data_root: Path, seconds: float = 5.0) -> dict:
     return {"samples_per_s": round(count / (time.perf_counter() - start), 1)}
 
 
-def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int) -> dict:
-    """One DRIVE test image from file to written map (fp32 and bf16), the whole test set, and folder scoring."""
+def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int, auto_bf16: bool) -> dict:
+    """One DRIVE test image from file to written map (fp32, and bf16 where native), the whole test set at the
+    precision `auto` picks, and folder scoring."""
     from retinalight.data.datasets import Drive
     from retinalight.data.fov import compute_fov
     from retinalight.data.io import read_binary, write_grey
@@ -199,7 +218,7 @@ def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int) -> dict:
     files = drive.files("01")
     out = {}
     with tempfile.TemporaryDirectory() as folder:
-        for name, bf16 in (("fp32", False), ("bf16_channels_last", True)):
+        for name, bf16 in (("fp32", False), ("bf16", True))[: 2 if auto_bf16 else 1]:
             probability = torch_probability(model, bf16)  # once per model, as `predict` does
 
             def one_image(probability=probability):
@@ -214,7 +233,7 @@ def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int) -> dict:
             out[f"one_image_{name}_ms"] = round(timed(one_image, repeats) * 1000, 1)
         samples = drive.load_split("test")
         start = time.perf_counter()
-        predictions = predict_samples(model, samples, bf16=True)
+        predictions = predict_samples(model, samples, bf16=auto_bf16)
         evaluate_predictions(predictions, "fov")
         out["test_set_predict_and_score_s"] = round(time.perf_counter() - start, 2)
         for p in predictions:
@@ -233,7 +252,7 @@ def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int) -> dict:
                 },
                 ckpt,
             )
-            out["cli_evaluate_ckpt_bf16_s"] = wall_seconds([*cli, "--ckpt", str(ckpt), "--bf16"])
+            out["cli_evaluate_ckpt_s"] = wall_seconds([*cli, "--ckpt", str(ckpt), "--precision", "auto", "--device", "cpu"])
         out["cli_evaluate_pred_dir_s"] = wall_seconds([*cli, "--pred-dir", folder])
         out["cli_import_torch_torchmetrics_s"] = wall_seconds([sys.executable, "-c", "import torch, torchmetrics"])
     return out
@@ -263,12 +282,13 @@ def markdown(report: dict) -> str:
             if isinstance(row, dict):
                 lines.append(f"| {variant} | " + " | ".join(str(row.get(k, "")) for k in keys) + " |")
         lines.append("")
-    for section in ("sa_unet_over_reference", "onnxruntime", "data", "end_to_end", "peak_rss_mb"):
+    for section in ("skipped", "sa_unet_over_reference", "onnxruntime", "data", "end_to_end", "peak_rss_mb"):
         if section in report:
             lines += [f"## {section}", "", "```", json.dumps(report[section], indent=1), "```", ""]
     rows = goals(report)
     if rows:
-        lines += ["## Goals", "", "| goal | measured | target | |", "|---|---|---|---|"]
+        lines += ["## Goals", "", f"Targets of the `{report.get('hardware_class', 'cpu-bf16')}` class.", ""]
+        lines += ["| goal | measured | target | |", "|---|---|---|---|"]
         lines += [f"| {name} | {value} | {'<=' if le else '<'} {target} | {verdict} |" for name, value, le, target, verdict in rows]
         floor = report.get("end_to_end", {}).get("cli_import_torch_torchmetrics_s")
         if floor:
@@ -276,19 +296,36 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-GOALS = [  # (name, where in the report, at most (True) or under (False), target)
-    ("SA-UNet / plain reference, bf16 inference at 592", ("sa_unet_over_reference", "bf16_channels_last", "infer_592_ms"), True, 1.15),
-    ("one DRIVE image end to end, bf16 (ms)", ("end_to_end", "one_image_bf16_channels_last_ms"), False, 100),
-    ("evaluate --ckpt --bf16, DRIVE test set, wall (s)", ("end_to_end", "cli_evaluate_ckpt_bf16_s"), False, 4),
-    ("evaluate --pred-dir, DRIVE test set, wall (s)", ("end_to_end", "cli_evaluate_pred_dir_s"), False, 3),
-    ("the benchmark itself with --quick, after imports (s)", ("bench_seconds",), False, 180),
-]
+# Per speed class: (name, where in the report, at most (True) or under (False), target). Each class is judged
+# at the precision `auto` picks there (bf16 where native, else fp32 channels_last).
+GOALS = {
+    "cpu-bf16": [
+        ("SA-UNet / plain reference, bf16 inference at 592", ("sa_unet_over_reference", "bf16_channels_last", "infer_592_ms"), True, 1.15),
+        ("one DRIVE image end to end, bf16 (ms)", ("end_to_end", "one_image_bf16_ms"), False, 100),
+        ("evaluate --ckpt (auto: bf16), DRIVE test set, wall (s)", ("end_to_end", "cli_evaluate_ckpt_s"), False, 4),
+        ("evaluate --pred-dir, DRIVE test set, wall (s)", ("end_to_end", "cli_evaluate_pred_dir_s"), False, 3),
+        ("the benchmark itself with --quick, after imports (s)", ("bench_seconds",), False, 180),
+    ],
+    "cpu-fp32": [
+        (
+            "SA-UNet / plain reference, fp32 channels_last inference at 592",
+            ("sa_unet_over_reference", "fp32_channels_last", "infer_592_ms"),
+            True,
+            1.15,
+        ),  # fmt: skip
+        ("one DRIVE image end to end, fp32 (ms)", ("end_to_end", "one_image_fp32_ms"), False, 300),
+        ("evaluate --ckpt (auto: fp32), DRIVE test set, wall (s)", ("end_to_end", "cli_evaluate_ckpt_s"), False, 10),
+        ("evaluate --pred-dir, DRIVE test set, wall (s)", ("end_to_end", "cli_evaluate_pred_dir_s"), False, 3),
+        ("the benchmark itself with --quick, after imports (s)", ("bench_seconds",), False, 180),
+    ],
+}
 
 
 def goals(report: dict) -> list[tuple[str, float, bool, float, str]]:
-    """Each goal the report can judge: (name, measured, at most?, target, "met" or "missed by X")."""
+    """Each goal of the report's speed class it can judge: (name, measured, at most?, target, "met" or "missed by X")."""
     rows = []
-    for name, path, at_most, target in GOALS:
+    speed = report.get("hardware_class") or report.get("provenance", {}).get("hardware", {}).get("class", "cpu-bf16")
+    for name, path, at_most, target in GOALS.get(speed, []):
         value = report
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
@@ -308,8 +345,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on a CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=Path("results/bench"), help="output folder (default: results/bench)")
+    parser.add_argument(
+        "--gpu-check",
+        action="store_true",
+        help="check the GPU path instead (training, DDP, GAN, inference, export; pass or fail each); without CUDA it says so and exits 0",
+    )
+    parser.add_argument(
+        "--device", default="cuda", choices=["cuda", "cpu"], help="with --gpu-check: cpu runs the same code path on the CPU"
+    )
     add_data_root(parser)
     args = parser.parse_args(argv)
+    if args.gpu_check:
+        from retinalight.gpu_check import gpu_check
+
+        return gpu_check(args.device, resolve_data_root(args.data_root))
+    from retinalight.hardware import cpu_native_bf16, speed_class
     from retinalight.models import create_model
 
     if args.threads:
@@ -320,20 +370,25 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     report = {
         "provenance": provenance(),
+        "hardware_class": speed_class("cpu"),
         "threads": torch.get_num_threads(),
         "quick": args.quick,
     }
+    native = cpu_native_bf16()
+    variants = VARIANTS if native or not args.quick else {k: v for k, v in VARIANTS.items() if not v[1]}
+    if variants is not VARIANTS:
+        report["skipped"] = "bf16 variants: this CPU has no native bf16 (emulated, about 8x slower); run without --quick to time them"
     report["models"] = {}
     for name in args.models:
         print(f"{name} ...", flush=True)
-        report["models"][name] = bench_model(create_model(name), sizes, repeats, args.compile)
+        report["models"][name] = bench_model(create_model(name), sizes, repeats, args.compile, variants)
     print("reference plain U-Net ...", flush=True)
-    report["models"]["plain_unet_reference"] = bench_model(PlainUNet(), sizes, repeats, False)
+    report["models"]["plain_unet_reference"] = bench_model(PlainUNet(), sizes, repeats, False, variants)
     if "sa_unet" in report["models"]:
         ours, ref = report["models"]["sa_unet"], report["models"]["plain_unet_reference"]
         report["sa_unet_over_reference"] = {
             variant: {key: round(ours[variant][key] / ref[variant][key], 2) for key in ours[variant] if key.endswith("_ms")}
-            for variant in VARIANTS
+            for variant in variants
         }
     sa_unet = create_model("sa_unet").eval()
     print("onnxruntime, data pipeline, end to end ...", flush=True)
@@ -341,11 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     data_root = resolve_data_root(args.data_root)
     if (data_root / "DRIVE").is_dir():
         report["data"] = bench_data(data_root, 3.0 if args.quick else 10.0)
-        report["end_to_end"] = bench_end_to_end(sa_unet, data_root, repeats)
+        report["end_to_end"] = bench_end_to_end(sa_unet, data_root, repeats, native)
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
     report["bench_seconds"] = round(time.perf_counter() - started, 1)  # imports excluded
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "bench-" + "".join(c if c.isalnum() else "-" for c in report["provenance"]["device"]).strip("-").lower()
+    stem = f"bench-{report['hardware_class']}-{report['provenance']['hardware']['cpu_capability'].lower()}"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     (args.out / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))

@@ -22,6 +22,28 @@ def add_data_root(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None, metavar="DIR", help=DATA_ROOT_HELP)
 
 
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """--precision and --device for commands that run a network (`retinalight.hardware` resolves `auto`)."""
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="auto (default): bf16 autocast where the device has native bf16 (CUDA, AVX-512 BF16/AMX CPUs), else fp32",
+    )
+    parser.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto (default): CUDA where present, else the CPU"
+    )
+    parser.add_argument("--bf16", action="store_const", const="bf16", dest="precision", help=argparse.SUPPRESS)  # old spelling
+
+
+def inference_options(args: argparse.Namespace):
+    """(torch device, bf16?) from --device and --precision."""
+    from retinalight.hardware import inference_bf16, inference_device
+
+    device = inference_device(args.device)
+    return device, inference_bf16(args.precision, device)
+
+
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run an entry point; user errors become one line on stderr (exit 2), Ctrl-C exits 130."""
     try:

@@ -14,16 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from retinalight.cli import add_data_root, resolve_data_root, run_main
+from retinalight.cli import add_data_root, add_inference_options, inference_options, resolve_data_root, run_main
 from retinalight.data.datasets import SPLITS, get_dataset
 from retinalight.metrics.segmentation import METRICS, PROTOCOLS, evaluate_predictions
 
 
-def evaluate_checkpoint(ckpt: str, reader, split: str, protocol: str, bf16: bool = False) -> dict:
-    """Run a checkpoint on a split and score it (`bf16`: bf16 autocast + channels_last inference)."""
+def evaluate_checkpoint(ckpt: str, reader, split: str, protocol: str, bf16: bool = False, device: str = "cpu") -> dict:
+    """Run a checkpoint on a split and score it (`bf16`: bf16 autocast inference on `device`)."""
     from retinalight.inference import checkpoint_inputs, load_checkpoint, predict_samples
 
-    model, hparams = load_checkpoint(ckpt)
+    model, hparams = load_checkpoint(ckpt, device)
     predictions = predict_samples(model, reader.load_split(split), **checkpoint_inputs(hparams), bf16=bf16)
     return {"dataset": reader.name, "split": split, **evaluate_predictions(predictions, protocol)}
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REGEX",
         help="with --pred-dir: a regex on file stems with a group named id, e.g. '(?P<id>\\d+)_prob'",
     )
-    parser.add_argument("--bf16", action="store_true", help="with --ckpt: bf16 autocast + channels_last (faster on recent CPUs and GPUs)")
+    add_inference_options(parser)  # with --ckpt
     parser.add_argument("--format", default="table", choices=["table", "json"], help="default: table")
     add_data_root(parser)
     args = parser.parse_args(argv)
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         if renamed and args.format == "table":
             print("matched files: " + ", ".join(f"{f} -> {i}" for i, f in renamed.items()))
     else:
-        result = evaluate_checkpoint(args.ckpt, reader, args.split, args.protocol, args.bf16)
+        device, bf16 = inference_options(args)
+        result = evaluate_checkpoint(args.ckpt, reader, args.split, args.protocol, bf16, device)
     print(json.dumps(result, indent=2) if args.format == "json" else format_table(result))
     return 0
 

@@ -21,8 +21,17 @@ from typing import Any
 
 import yaml
 
-from retinalight.data.datamodules import CROP_SAMPLING, VAL_MODES
+from retinalight.data.datasets import VAL_MODES
+from retinalight.data.transforms import CROP_SAMPLING
 from retinalight.errors import ConfigError, RetinalightError, UnknownNameError, close_matches
+from retinalight.hardware import (
+    SPEED_CLASSES,
+    resolve_channels_last,
+    resolve_flush_denormal,
+    resolve_num_workers,
+    resolve_precision,
+    speed_class,
+)
 
 PACKAGE_EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 DEFAULT_PROFILE = "paper"
@@ -43,7 +52,8 @@ class DataConfig:
     preprocess: dict | str | None = None  # none, clahe, ace, or {name: clahe, clip_limit: 2.0, ...} (retinalight.preprocess)
     resize: int | None = None  # train and predict on resize x resize images, score at the original size (Retina-GAN: 512)
     pad_multiple: int = 16
-    num_workers: int = 0
+    num_workers: int | str = "auto"  # loader processes; auto: 0 on a CPU, the cores shared among GPUs on CUDA (retinalight.hardware)
+    pin_memory: bool | str = "auto"  # page-locked batches for fast host-to-GPU copies; auto: on CUDA only
     dataset_kwargs: dict = field(default_factory=dict)
 
 
@@ -72,9 +82,10 @@ class TrainerConfig:
     strategy: str = "auto"
     num_nodes: int = 1  # machines (SLURM: --nodes); devices is per machine
     sync_batchnorm: bool = False  # one BatchNorm over the global batch under DDP (the BatchNorm arms)
-    precision: str = "32-true"
+    precision: str = "auto"  # auto: bf16-mixed where native (CUDA with bf16, AVX-512 BF16/AMX CPUs), 16-mixed on older GPUs, else 32-true
     compile: bool = False
-    channels_last: bool = False
+    channels_last: bool | str = "auto"  # auto: on (measured faster on every class; retinalight.hardware)
+    flush_denormal: bool | str = "auto"  # auto: on for fp32 training on a CPU (denormals cost up to 4x there; retinalight.hardware)
     deterministic: bool = False
     log_every_n_steps: int = 10
     check_val_every_n_epoch: int = 1
@@ -174,6 +185,7 @@ class RunConfig:
         for key in ("seed", "profile", "overrides", "logger"):
             values.pop(key, None)
         values["data"].pop("data_root", None)
+        values["data"].pop("pin_memory", None)  # how batches reach the GPU changes no number
         if values.get("module", "segmentation") == "segmentation":  # the GAN section changes nothing here
             values.pop("module", None)
             values.pop("gan", None)
@@ -200,6 +212,7 @@ ADDED_KEYS = {
     ("evaluation", "patch_overlap"): 0,
     ("trainer", "num_nodes"): 1,
     ("trainer", "sync_batchnorm"): False,
+    ("trainer", "flush_denormal"): False,
     ("gan", "adversarial_warmup"): 0,
 }
 
@@ -235,12 +248,14 @@ class Experiment:
     paper: dict = field(default_factory=dict)  # {"source", "protocol", "reference_arm"}
     run_arms: list[str] = field(default_factory=list)  # arms run when --arm is not given
     overrides: list[str] = field(default_factory=list)  # --set / bare key=value, as given
+    hardware: str = "cpu-fp32"  # the speed class its `auto` values and `hardware:` sizes were resolved for
 
     def run_config(self, arm: str, seed: int) -> RunConfig:
         if arm not in self.arms:
             raise UnknownNameError(f"{self.name}: unknown arm {arm!r}{close_matches(arm, self.arms)}; arms: {', '.join(self.arms)}")
         spec = self.arms[arm]
         sections = {k: copy.deepcopy(spec["sections"][k]) for k in SECTIONS}
+        resolve_hardware(sections, self.hardware)
         return RunConfig(
             self.name,
             arm,
@@ -254,14 +269,15 @@ class Experiment:
 
     @property
     def label(self) -> str:
-        """Profile, plus a short hash of the overrides when there are any: names this invocation's summary."""
-        return self.profile + (f"-{config_hash({'overrides': self.overrides})}" if self.overrides else "")
+        """Names this invocation's summary: the profile, a short hash of the overrides when there are any, and
+        the speed class (`fast@cpu-fp32`): the same profile trains other configs on other hardware."""
+        return self.profile + (f"-{config_hash({'overrides': self.overrides})}" if self.overrides else "") + f"@{self.hardware}"
 
     def paper_numbers(self, arm: str) -> dict[str, float]:
         return self.arms[arm].get("paper") or {}
 
 
-EXPERIMENT_KEYS = {"name", "description", "seeds", "arms", "run_arms", "profiles", "paper", "module", *SECTIONS}
+EXPERIMENT_KEYS = {"name", "description", "seeds", "arms", "run_arms", "profiles", "paper", "module", "hardware", *SECTIONS}
 ARM_KEYS = {"model", "paper", "module", *SECTIONS}
 
 
@@ -345,6 +361,9 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
         raise UnknownNameError(
             f"unknown profile {profile!r}{close_matches(profile, profiles)}; profiles: {', '.join([DEFAULT_PROFILE, *profiles])}"
         )
+    accelerator = (apply_overrides(raw, overrides).get("trainer") or {}).get("accelerator", "auto")  # --set may name it
+    hardware = speed_class(str(accelerator))
+    raw = select_hardware(raw, hardware)
     raw = apply_overrides(raw, overrides)
     _check_keys(raw, EXPERIMENT_KEYS, "")
     arms_raw = raw.get("arms")
@@ -385,7 +404,34 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
         paper=raw.get("paper") or {},
         run_arms=run_arms,
         overrides=list(overrides),
+        hardware=hardware,
     )
+
+
+def select_hardware(raw: dict, hardware: str) -> dict:
+    """Merge the `hardware: {<speed class>: {...}}` entry of the experiment or its profile for this machine's
+    class (a profile sized for each class, e.g. fewer steps where bf16 is not native); the others are dropped."""
+    sizes = raw.pop("hardware", None) or {}
+    if not isinstance(sizes, dict):
+        raise ConfigError(f"'hardware' must map speed classes ({', '.join(SPEED_CLASSES)}) to sections")
+    for key, value in sizes.items():
+        if key not in SPEED_CLASSES:
+            raise ConfigError(f"unknown key 'hardware.{key}'{close_matches(str(key), SPEED_CLASSES)}; classes: {', '.join(SPEED_CLASSES)}")
+        if not isinstance(value, dict) or "hardware" in value or "profiles" in value:
+            raise ConfigError(f"'hardware.{key}' must be a mapping of sections (data, trainer, arms, ...)")
+    return deep_merge(raw, sizes.get(hardware) or {})
+
+
+def resolve_hardware(sections: dict, hardware: str) -> None:
+    """Replace the `auto` values of a run's sections by what is fast on `hardware` (retinalight.hardware).
+    Resolved values are what config.yaml records and what the run identity hashes."""
+    trainer, data = sections["trainer"], sections["data"]
+    trainer.precision = resolve_precision(trainer.precision, hardware)
+    trainer.channels_last = resolve_channels_last(trainer.channels_last, hardware)
+    trainer.flush_denormal = resolve_flush_denormal(trainer.flush_denormal, trainer.precision, hardware)
+    devices = len(trainer.devices) if isinstance(trainer.devices, list) else trainer.devices if isinstance(trainer.devices, int) else 1
+    data.num_workers = resolve_num_workers(data.num_workers, hardware, devices)  # devices: per machine, sharing its cores
+    data.pin_memory = hardware == "cuda" if data.pin_memory == "auto" else bool(data.pin_memory)
 
 
 # Values with a fixed set of choices, checked at load so that a typo fails before any training.
@@ -419,7 +465,7 @@ def _at_least(bound):
     return lambda v: v >= bound
 
 
-PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 
 
 # Values with a domain, checked at load so that a bad value fails before any data is read: (section, key) ->
@@ -431,7 +477,8 @@ DOMAINS = {
     ("data", "resize"): (lambda v: v >= 16 and v % 16 == 0, "null (original size) or a multiple of 16 >= 16"),
     ("data", "val_count"): (_at_least(0), "an integer >= 0"),
     ("data", "pad_multiple"): (lambda v: v >= 16 and v % 16 == 0, "a multiple of 16 (the networks halve the input up to 4 times)"),
-    ("data", "num_workers"): (_at_least(0), "an integer >= 0"),
+    ("data", "num_workers"): (lambda v: v == "auto" or (isinstance(v, int) and v >= 0), "auto or an integer >= 0"),
+    ("data", "pin_memory"): (lambda v: v in ("auto", True, False), "auto, true or false"),
     ("loss", "pos_weight"): (_positive, "null or a number > 0"),
     ("loss", "dice_weight"): (_at_least(0), "a number >= 0"),
     ("optimizer", "lr"): (lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)"),
@@ -445,6 +492,8 @@ DOMAINS = {
     ("trainer", "log_every_n_steps"): (_at_least(1), "an integer >= 1"),
     ("trainer", "check_val_every_n_epoch"): (_at_least(1), "an integer >= 1"),
     ("trainer", "precision"): (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+    ("trainer", "channels_last"): (lambda v: v in ("auto", True, False), "auto, true or false"),
+    ("trainer", "flush_denormal"): (lambda v: v in ("auto", True, False), "auto, true or false"),
     ("trainer", "devices"): (
         lambda v: v == "auto" or (isinstance(v, int) and v >= 1) or isinstance(v, list),
         "auto, a count >= 1 or a list of ids",

@@ -19,35 +19,44 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from retinalight.cli import run_main
+from retinalight.cli import add_inference_options, run_main
 from retinalight.errors import DataFileError
+from retinalight.hardware import inference_device
 from retinalight.inference import Probability, image_preparation, load_checkpoint
 
 FORMATS = ("onnx", "torchscript")
 
 
 class VesselProbability(nn.Module):
-    """Inference-only wrapper: (image, FOV) -> sigmoid(network(image, FOV))."""
+    """Inference-only wrapper: (image, FOV) -> sigmoid(network(image, FOV)), fp32 in and out; `dtype` is the
+    network's own (bf16 weights and activations for a TorchScript file meant for a bf16 device)."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.model = model.eval()
+        self.model, self.dtype = model.eval().to(dtype), dtype
 
     def forward(self, image: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
         # the FOV enters the graph for every model (models without Retina-Attention ignore it): a fixed signature
-        return torch.sigmoid(self.model(image, fov)) + 0 * fov
+        logits = self.model(image.to(self.dtype), fov.to(self.dtype)).float()
+        return torch.sigmoid(logits) + 0 * fov
 
 
-def export(ckpt: str | Path, out: str | Path, fmt: str = "onnx") -> Path:
+def export(ckpt: str | Path, out: str | Path, fmt: str = "onnx", precision: str = "auto", device: str = "cpu") -> Path:
+    """Write the checkpoint's network as ONNX (fp32, CPU: portable) or TorchScript (traced on `device`, in fp32
+    or, `precision` bf16, bf16 weights). `auto` exports fp32: a file outlives the machine it was made on."""
     if fmt not in FORMATS:
         raise DataFileError(f"--format {fmt!r}: choose from {', '.join(FORMATS)}")
-    model, hparams = load_checkpoint(ckpt)
+    if fmt == "onnx" and (precision == "bf16" or str(device) not in ("cpu", "auto")):
+        raise DataFileError("ONNX export is fp32 on the CPU (ONNX Runtime picks its device); use --format torchscript for bf16 or CUDA")
+    device = inference_device("cpu" if fmt == "onnx" else str(device))
+    model, hparams = load_checkpoint(ckpt, device)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = json.dumps(image_preparation(hparams) | {"model": hparams["model"]["name"]})
     if fmt == "torchscript":
-        example = (torch.zeros(1, 3, 64, 64), torch.ones(1, 1, 64, 64))
-        traced = torch.jit.trace(VesselProbability(model).eval(), example, check_trace=False)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        example = (torch.zeros(1, 3, 64, 64, device=device), torch.ones(1, 1, 64, 64, device=device))
+        traced = torch.jit.trace(VesselProbability(model, dtype).eval(), example, check_trace=False)
         torch.jit.save(traced, str(out), _extra_files={"retinalight.json": meta})
         return out
     return export_onnx(model, out, meta)
@@ -105,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt", required=True, metavar="PATH", help="checkpoint written by retinalight.fit")
     parser.add_argument("--format", default="onnx", choices=FORMATS, help="default: onnx")
     parser.add_argument("--out", required=True, metavar="FILE", help="output file (.onnx or .pt)")
+    add_inference_options(parser)
     args = parser.parse_args(argv)
-    print(f"wrote {export(args.ckpt, args.out, args.format)}")
+    print(f"wrote {export(args.ckpt, args.out, args.format, args.precision, args.device)}")
     return 0
 
 

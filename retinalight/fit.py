@@ -35,8 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--profile",
         default=DEFAULT_PROFILE,
         help="'paper' (the paper's schedule, default) or a profile of the experiment file (its profiles: section); the "
-        "SA-UNet ablations have 'quick' (all arms in about 8 min on a 2-core CPU), 'fast' (at most 4 min of training per "
-        "arm) and 'cpu' (at most 30 min); retinagan_drive and preprocessing_drive have 'quick' and 'cpu'",
+        "SA-UNet ablations have 'quick' (all arms in minutes on a CPU), 'fast' (at most 4 min of training per arm on a "
+        "CPU with native bf16) and 'cpu' (at most 30 min); retinagan_drive and preprocessing_drive have 'quick' and "
+        "'cpu'. Precision, memory layout and, where a profile says so, its step count follow this machine's speed "
+        "class (README, 'Fast on the machine you have')",
     )
     parser.add_argument(
         "--set",

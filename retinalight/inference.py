@@ -11,9 +11,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from retinalight.data.datamodules import image_to_tensor
 from retinalight.data.geometry import pad, padded_size, resize_back, resize_sample_arrays
 from retinalight.data.patches import extract_patches, merge_patches
+from retinalight.data.tensors import image_to_tensor
 from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import Prediction
 from retinalight.models.blocks import DropBlock
@@ -48,15 +48,14 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 
 def torch_probability(model: nn.Module, bf16: bool = False) -> Probability:
     """A PyTorch network (logits out) as a probability function, on the network's device, with BatchNorm
-    folded into its convs (`fold_batch_norm`; the network itself is left untouched). `bf16`: bf16 autocast and
-    channels_last (about 4x faster on a CPU with AVX-512 BF16; AUC within 0.001, tested)."""
-    model = fold_batch_norm(model)
+    folded into its convs (`fold_batch_norm`; the network itself is left untouched), in channels_last (faster
+    on every CPU class and GPU measured, results/bench/). `bf16`: bf16 autocast (about 2x faster where bf16 is
+    native, `retinalight.hardware`; AUC within 0.001, tested)."""
+    model = fold_batch_norm(model).to(memory_format=torch.channels_last)
     device = next(model.parameters()).device
-    if bf16:
-        model = model.to(memory_format=torch.channels_last)
 
     def probability(x: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
-        x = x.to(device).contiguous(memory_format=torch.channels_last) if bf16 else x.to(device)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
             return torch.sigmoid(model(x, fov.to(device)).float()).cpu()
 
@@ -77,7 +76,7 @@ def predict_probability(
     """Vessel probability (HxW float32) of one HxWx3 uint8 image at its original size.
 
     `model` is a network or a probability function (an exported ONNX model: `retinalight.export.onnx_probability`);
-    `bf16` runs a network under bf16 autocast and channels_last (see `torch_probability`).
+    `bf16` runs a network under bf16 autocast (see `torch_probability`).
     With `resize`, the network sees the image resized to resize x resize and its output is resized back.
     With `patch_size`, it sees patch_size x patch_size patches (sliding window, `patch_overlap` pixels
     shared, averaged) of the standardised image, regrouped into the map (`retinalight.data.patches`)."""

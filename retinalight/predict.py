@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from retinalight.cli import run_main
+from retinalight.cli import add_inference_options, inference_options, run_main
 from retinalight.data.fov import compute_fov
 from retinalight.data.io import read_binary, read_rgb, write_grey
 from retinalight.errors import DataFileError
@@ -50,6 +50,7 @@ def predict_files(
     fov_dir: Path | None = None,
     onnx: bool = False,
     bf16: bool = False,
+    device: str = "cpu",
 ) -> list[Path]:
     """Write probability, binary and overlay maps of `images` with a checkpoint (or, `onnx`, an exported model)."""
     from PIL import Image
@@ -59,7 +60,7 @@ def predict_files(
 
         probability, preparation = onnx_probability(model_file)
     else:
-        model, hparams = load_checkpoint(model_file)
+        model, hparams = load_checkpoint(model_file, device)
         probability, preparation = torch_probability(model, bf16), image_preparation(hparams)
     sizes = prediction_inputs(preparation)
     preprocess = sizes.pop("preprocess")
@@ -87,12 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--onnx", metavar="PATH", help="model written by retinalight.export (no Lightning, no checkpoint)")
     parser.add_argument("--input", required=True, metavar="FILE_OR_DIR", help="a fundus image or a folder of them")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--bf16", action="store_true", help="with --ckpt: bf16 autocast + channels_last (faster on recent CPUs and GPUs)")
+    add_inference_options(parser)  # with --ckpt
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the binary map (default 0.5)")
     parser.add_argument("--fov-dir", type=Path, default=None, metavar="DIR", help="optional FOV masks named <image name>.png")
     args = parser.parse_args(argv)
+    device, bf16 = inference_options(args)
     written = predict_files(
-        args.ckpt or args.onnx, list_images(Path(args.input)), Path(args.out), args.threshold, args.fov_dir, bool(args.onnx), args.bf16
+        args.ckpt or args.onnx, list_images(Path(args.input)), Path(args.out), args.threshold, args.fov_dir, bool(args.onnx), bf16, device
     )
     print(f"wrote {len(written)} x 3 images to {args.out}")
     return 0

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from retinalight.hardware import hardware_info, hardware_label
+
 
 def git_commit(where: Path = Path(__file__).parent) -> str:
     """Short commit of the checkout at `where`, "+dirty" when tracked files differ from it. Changes under
@@ -27,16 +29,13 @@ def git_commit(where: Path = Path(__file__).parent) -> str:
         return "unknown"
 
 
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
-
-
 def provenance() -> dict:
+    """Commit, hardware (class, CPU model and capability or GPU: `retinalight.hardware`), versions, command."""
+    hardware = hardware_info()
     return {
         "commit": git_commit(),
-        "device": device_name(),
+        "device": hardware_label(hardware),
+        "hardware": hardware,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "command": command_line(),

@@ -104,6 +104,7 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
         "experiment": experiment.name,
         "profile": experiment.profile,
         "overrides": experiment.overrides,
+        "hardware_class": experiment.hardware,
         "paper": experiment.paper,
         "protocols": {},
     }
@@ -126,6 +127,7 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
                 "train_seconds": [r.get("train_seconds") for r in arm_runs],
                 "commits": [r.get("commit") for r in arm_runs],  # per seed: a table completed later mixes commits
                 "commands": [r.get("command") for r in arm_runs],
+                "devices": [r.get("device") for r in arm_runs],
             }
         summary["protocols"][protocol] = {"arms": rows, "second_observer": second_observer(experiment, protocol, data_root)}
     return summary
@@ -149,6 +151,11 @@ def format_markdown(summary: dict) -> str:
     reference = paper.get("reference_arm", "unet")
     overrides = " ".join(summary.get("overrides") or []) or "none"
     lines = [f"# {summary['experiment']} (profile: {summary['profile']}; overrides: {overrides})", ""]
+    if summary.get("hardware_class"):
+        lines += [
+            f"Configs resolved for the `{summary['hardware_class']}` speed class (retinalight.hardware); each run's machine below.",
+            "",
+        ]
     if paper.get("source"):
         lines += [f"Paper numbers: {paper['source']}, protocol `{paper.get('protocol', 'image')}`.", ""]
     header = (
@@ -179,11 +186,15 @@ def format_markdown(summary: dict) -> str:
         lines.append("")
     arms = next(iter(summary["protocols"].values()), {}).get("arms", {})
     if arms:
-        lines += ["| arm | config | training seconds per seed | commit (per seed when they differ) | device |", "|---|---|---|---|---|"]
+        lines += [
+            "| arm | config | training seconds per seed | commit (per seed when they differ) | device (likewise) |",
+            "|---|---|---|---|---|",
+        ]
         for arm, row in arms.items():
             seconds = ", ".join(f"{t:.0f}" for t in row["train_seconds"] if t is not None)
             commits = row.get("commits") or [row["provenance"]["commit"]]
-            lines.append(f"| {arm} | {row['config_hash']} | {seconds} | {_per_seed(commits)} | {row['provenance']['device']} |")
+            devices = row.get("devices") or [row["provenance"]["device"]]
+            lines.append(f"| {arm} | {row['config_hash']} | {seconds} | {_per_seed(commits)} | {_per_seed(devices)} |")
         commands = dict.fromkeys(c for row in arms.values() for c in row.get("commands") or [row["provenance"]["command"]])
         lines += ["", "Commands that trained these runs: " + "; ".join(f"`{c}`" for c in commands), ""]
     return "\n".join(lines)

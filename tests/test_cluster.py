@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 SMOKE = [sys.executable, "-m", "retinalight.fit", "--exp", "smoke_synthetic", "--arm", "unet", "--logger", "none"]
@@ -30,6 +31,7 @@ def _wait_for(condition, proc, timeout=240.0):
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_slurm_preemption_requeues_and_resumes_to_the_same_weights(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     straight = subprocess.run([*SMOKE, "--runs", str(tmp_path / "straight"), *LONG], env=env, capture_output=True, text=True, timeout=300)

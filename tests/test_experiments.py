@@ -77,7 +77,7 @@ def test_bad_yaml_file_is_one_line(tmp_path):
         (["optimizer.lr=-1e-3"], "optimizer.lr' = -0.001"),
         (["optimizer.gamma=2"], "optimizer.gamma' = 2"),
         (["optimizer.schedule=linear"], "choose from multistep, cosine"),
-        (["trainer.precision=bf16"], "must be one of 32-true"),
+        (["trainer.precision=bf16"], "must be one of auto, 32-true"),
         (["data.val_mode=holdout", "data.val_count=20"], "drive has 20 training images; hold out at most 19"),
         (["data.val_mode=holdout", "data.val_count=-1"], "val_count' = -1"),
         (["evaluation.test_checkpoint=best"], "must never select a checkpoint"),

@@ -128,6 +128,7 @@ def test_bad_gan_values_fail_at_load(override, message):
         load_experiment("smoke_synthetic", overrides=[override])
 
 
+@pytest.mark.slow
 def test_retina_gan_quick_runs_on_drive(data_root, tmp_path):
     """The `quick` profile's Retina-GAN arm end to end on real DRIVE (ACE, 512x512 resize, patches) at tiny scale:
     scored at the original 565x584 size, so predictions are that size."""

@@ -17,44 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from retinalight.data.datasets import RetinaDataset, Sample, get_dataset
+from retinalight.data.datasets import VAL_MODES, RetinaDataset, Sample, get_dataset
 from retinalight.data.geometry import Region, pad, padded_size, resize_sample_arrays
-from retinalight.data.transforms import build_augmentation, crop_window
+from retinalight.data.tensors import channel_stats, to_tensors
+from retinalight.data.transforms import CROP_SAMPLING, build_augmentation, crop_window
 from retinalight.errors import ConfigError
 from retinalight.preprocess import build_preprocess
-
-VAL_MODES = ("holdout", "augmented", "test")
-
-
-def channel_stats(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and std (in [0, 1] units) over the image's non-black pixels (the retina)."""
-    pixels = image[image.max(axis=2) > 10].astype(np.float32) / 255
-    if len(pixels) < 16:
-        return np.zeros(3, np.float32), np.ones(3, np.float32)
-    return pixels.mean(axis=0), pixels.std(axis=0) + 1e-3
-
-
-def image_to_tensor(image: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
-    """HxWx3 uint8 -> 3xHxW float, standardised per channel with `stats` (default: the image's own).
-
-    The SA-UNet code divides by 255; per-image standardisation (a common choice, and what retinalight uses
-    for every model) evens out colour and exposure differences between cameras. Training crops pass the
-    stats of their whole source image, so that train and test inputs are normalised alike."""
-    mean, std = stats if stats is not None else channel_stats(image)
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(255)
-    return (x - torch.from_numpy(mean)[:, None, None]) / torch.from_numpy(std)[:, None, None]
-
-
-def to_tensors(image: np.ndarray, vessel: np.ndarray, fov: np.ndarray, stats=None) -> dict[str, torch.Tensor]:
-    """HxWx3 uint8 + HxW masks -> float tensors: image 3xHxW (`image_to_tensor`), vessel and fov 1xHxW in {0, 1}."""
-    return {
-        "image": image_to_tensor(image, stats),
-        "vessel": torch.from_numpy(np.ascontiguousarray(vessel)).float()[None],
-        "fov": torch.from_numpy(np.ascontiguousarray(fov)).float()[None],
-    }
-
-
-CROP_SAMPLING = ("uniform", "fov", "vessel")
 
 
 class AugmentedSamples(Dataset):
@@ -227,6 +195,7 @@ class RetinaDataModule(L.LightningDataModule):
         preprocess: applied to every image before anything else (`retinalight.preprocess.build_preprocess`).
         resize: train (and validate) on resize x resize images; test images stay at their original size.
         pad_multiple: network input sides are multiples of this (zero padding, square).
+        num_workers, pin_memory: loader processes (kept alive between epochs) and page-locked batches, for a GPU.
         dataset_kwargs: passed to the reader (synthetic: count, size, seed).
     """
 
@@ -247,6 +216,7 @@ class RetinaDataModule(L.LightningDataModule):
         resize: int | None = None,
         pad_multiple: int = 16,
         num_workers: int = 0,
+        pin_memory: bool = False,
         seed: int = 0,
         dataset_kwargs: dict | None = None,
     ):
@@ -263,7 +233,7 @@ class RetinaDataModule(L.LightningDataModule):
         self.val_count, self.val_seed, self.val_mode = val_count, val_seed, val_mode
         self.augment = augment if augment is not None else {k: {"p": 0.5} for k in ("rotate", "hflip", "vflip")}
         self.preprocess, self.resize = build_preprocess(preprocess), resize
-        self.pad_multiple, self.num_workers, self.seed = pad_multiple, num_workers, seed
+        self.pad_multiple, self.num_workers, self.pin_memory, self.seed = pad_multiple, num_workers, pin_memory, seed
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
 
@@ -303,7 +273,7 @@ class RetinaDataModule(L.LightningDataModule):
         return self.load(self.reader.ids("test"), resized=False)
 
     def _loader(self, dataset, loader: type[DataLoader] = DataLoader, **kwargs) -> DataLoader:
-        return loader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
+        return loader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory, **kwargs)
 
     @property
     def _rank_and_world(self) -> tuple[int, int]:

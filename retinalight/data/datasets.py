@@ -13,6 +13,7 @@ from retinalight.data.io import read_binary, read_rgb
 from retinalight.errors import DataFileError, DatasetNotFoundError, UnknownNameError, close_matches
 
 SPLITS = ("training", "test")
+VAL_MODES = ("holdout", "augmented", "test")  # where validation images come from (retinalight.data.datamodules)
 
 
 @dataclass(frozen=True)

@@ -6,20 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    BinaryAccuracy,
-    BinaryAUROC,
-    BinaryF1Score,
-    BinaryMatthewsCorrCoef,
-    BinaryRecall,
-    BinarySpecificity,
-)
 
 from retinalight.errors import UnknownNameError, close_matches
+
+if TYPE_CHECKING:
+    from torchmetrics import MetricCollection
 
 METRICS = ("se", "sp", "acc", "f1", "mcc", "auc")
 PROTOCOLS = {
@@ -35,6 +30,16 @@ def metric_collection(threshold: float = 0.5, auc_thresholds: int | None = None,
     is what per-epoch validation uses. `sync=False` scores in this process only, even under DDP (testing
     runs on rank 0 alone).
     """
+    from torchmetrics import MetricCollection  # here, not at import: `evaluate --help` and config loading stay light
+    from torchmetrics.classification import (
+        BinaryAccuracy,
+        BinaryAUROC,
+        BinaryF1Score,
+        BinaryMatthewsCorrCoef,
+        BinaryRecall,
+        BinarySpecificity,
+    )
+
     kw = {"sync_on_compute": sync}
     return MetricCollection(
         {

@@ -24,6 +24,7 @@ from retinalight.data.datamodules import DATAMODULES
 from retinalight.data.io import write_grey
 from retinalight.errors import ConfigError, RetinalightError
 from retinalight.experiments import Experiment, RunConfig, config_differences
+from retinalight.hardware import denormals_flushed
 from retinalight.inference import predict_samples
 from retinalight.metrics.segmentation import METRICS, evaluate_predictions
 from retinalight.models import count_parameters
@@ -88,6 +89,7 @@ def make_datamodule(config: RunConfig, data_root: str | None = None):
         resize=data.resize,
         pad_multiple=data.pad_multiple,
         num_workers=data.num_workers,
+        pin_memory=data.pin_memory,
         seed=config.seed,
         dataset_kwargs=data.dataset_kwargs,
     )
@@ -209,7 +211,8 @@ def fit_run(
     started = time.time()
     # a requeued job continues from its preemption checkpoint without --resume (Lightning's "hpc" path)
     ckpt_path = "hpc" if preempted else (str(last) if resume and last.exists() else None)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    with denormals_flushed(t.flush_denormal):  # training only: testing runs as `evaluate --ckpt` does
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = time.time() - started
     if trainer.global_rank != 0:
         return None
