@@ -4,9 +4,9 @@ Three speed classes, because they need different settings to be fast:
 - `cuda`: a CUDA GPU; bf16-mixed where the GPU has it, else 16-mixed.
 - `cpu-bf16`: a CPU with native bf16 (AVX-512 BF16 or AMX): bf16 autocast is about 1.7x faster than fp32.
 - `cpu-fp32`: any other CPU (AVX2 laptops and VMs, most ARM): bf16 is emulated there, about 8x slower than
-  fp32, so runs train in fp32.
-channels_last is faster for every model family on both CPU classes and on GPUs under mixed precision
-(results/bench/), so `auto` turns it on everywhere.
+  fp32, so runs train in fp32, with denormal floats flushed to zero (they cost up to 4x in fp32 kernels).
+channels_last was measured faster on both CPU classes (results/bench/) and is PyTorch's advice for
+mixed-precision convolutions on GPUs (not measured here: no GPU), so `auto` turns it on everywhere.
 
 `$RETINALIGHT_HARDWARE` forces a class (`cpu-fp32` on a bf16 CPU resolves configs as an AVX2 laptop would;
 tests and the check that committed runs are found under their hashes use it). It changes what `auto`
@@ -86,8 +86,8 @@ def resolve_precision(value: str, speed: str) -> str:
 
 
 def resolve_channels_last(value: bool | str, speed: str) -> bool:
-    """trainer.channels_last `auto` -> True: measured faster for the conv nets here on every class
-    (SA-UNet training step, batch 8 of 128x128: fp32 495 -> 367 ms on an AVX2 EPYC; results/bench/)."""
+    """trainer.channels_last `auto` -> True: measured faster for the conv nets on both CPU classes (SA-UNet
+    training step, batch 8 of 128x128, fp32: 495 -> 367 ms on an AVX2 EPYC, 389 -> 316 ms on an AVX-512 Xeon)."""
     return True if value == "auto" else bool(value)
 
 
