@@ -103,11 +103,13 @@ def test_committed_summaries_are_found_under_their_hashes(monkeypatch):
     assert checked >= 20
 
 
-@pytest.mark.parametrize("command", ["fit", "evaluate", "predict", "export", "report"])
-def test_help_and_config_loading_import_neither_lightning_nor_torchmetrics(command):
+def test_help_and_config_loading_import_neither_lightning_nor_torchmetrics():
+    """`--help` of every command that runs a network, then loading an experiment, in one fresh interpreter."""
     code = (
-        f"import sys, contextlib, io\nfrom retinalight.{command} import main\n"
-        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    main(['--help'])\n"
+        "import sys, contextlib, io, importlib\n"
+        "for command in ('fit', 'evaluate', 'predict', 'export', 'report', 'bench'):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        importlib.import_module(f'retinalight.{command}').main(['--help'])\n"
         "from retinalight.experiments import load_experiment\nload_experiment('ablation_drive', 'quick')\n"
         "print(sorted(m for m in ('lightning', 'torchmetrics') if m in sys.modules))"
     )
