@@ -6,13 +6,13 @@
 For each model: FLOPs of one forward pass (torch.utils.flop_counter), training step time (forward +
 backward + Adam, batch 8 of 128x128) and inference latency (one 592x592 DRIVE-sized image; 1008x1008
 CHASE_DB1-sized without --quick) for fp32, channels_last, bf16 autocast + channels_last and, with
---compile, torch.compile; achieved GFLOP/s; the process's peak resident memory. On a CPU without native
-bf16 (retinalight.hardware's `cpu-fp32` class) --quick skips the bf16 variants: emulated, about 8x slower. Beside them, in the same
-run: a plain hand-written U-Net of SA-UNet's shape (the reference a package's overhead is judged against),
+--compile, torch.compile; achieved GFLOP/s; the process's peak resident memory. On a CPU without
+native bf16 (retinalight.hardware's `cpu-fp32` class) --quick skips the bf16 variants (emulated there,
+about 8x slower). Beside them, in the same run: a plain hand-written U-Net of SA-UNet's shape (the reference a package's overhead is judged against),
 ONNX Runtime's latency for SA-UNet, the data pipeline alone (augmented 128x128 samples per second), and
 end to end on DRIVE: one test image read, padded, predicted, cropped and written; all 20 test images
 predicted and scored; `evaluate --pred-dir`'s scoring, each at the precision `auto` picks here.
-Writes results/bench/bench-<speed class>-<CPU capability or GPU>.json and .md; its Goals judge the class by
+Writes results/bench/bench-<speed class>-<CPU capability>.json and .md; its Goals judge the class by
 its own targets. Timings are medians of repeated runs after warm-up; compare within a run.
 
   python -m retinalight.bench --gpu-check                  # on a CUDA machine: training, DDP, GAN, inference (retinalight.gpu_check)
@@ -312,7 +312,7 @@ GOALS = {
             ("sa_unet_over_reference", "fp32_channels_last", "infer_592_ms"),
             True,
             1.15,
-        ),  # fmt: skip
+        ),
         ("one DRIVE image end to end, fp32 (ms)", ("end_to_end", "one_image_fp32_ms"), False, 300),
         ("evaluate --ckpt (auto: fp32), DRIVE test set, wall (s)", ("end_to_end", "cli_evaluate_ckpt_s"), False, 10),
         ("evaluate --pred-dir, DRIVE test set, wall (s)", ("end_to_end", "cli_evaluate_pred_dir_s"), False, 3),
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         from retinalight.gpu_check import gpu_check
 
         return gpu_check(args.device, resolve_data_root(args.data_root))
-    from retinalight.hardware import cpu_native_bf16, speed_class
+    from retinalight.hardware import speed_class
     from retinalight.models import create_model
 
     if args.threads:
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "quick": args.quick,
     }
-    native = cpu_native_bf16()
+    native = report["hardware_class"] == "cpu-bf16"  # the class judged below decides what is timed, too
     variants = VARIANTS if native or not args.quick else {k: v for k, v in VARIANTS.items() if not v[1]}
     if variants is not VARIANTS:
         report["skipped"] = "bf16 variants: this CPU has no native bf16 (emulated, about 8x slower); run without --quick to time them"

@@ -49,7 +49,7 @@ def fold_batch_norm(model: nn.Module) -> nn.Module:
 def torch_probability(model: nn.Module, bf16: bool = False) -> Probability:
     """A PyTorch network (logits out) as a probability function, on the network's device, with BatchNorm
     folded into its convs (`fold_batch_norm`; the network itself is left untouched), in channels_last (faster
-    on every CPU class and GPU measured, results/bench/). `bf16`: bf16 autocast (about 2x faster where bf16 is
+    on both CPU classes measured, results/bench/). `bf16`: bf16 autocast (about 2x faster where bf16 is
     native, `retinalight.hardware`; AUC within 0.001, tested)."""
     model = fold_batch_norm(model).to(memory_format=torch.channels_last)
     device = next(model.parameters()).device
