@@ -8,9 +8,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from retinalight.errors import RetinalightError
+from retinalight.errors import Interrupted, RetinalightError
 
 DATA_ROOT_HELP = "folder holding DRIVE/ and CHASE_DB1/ (default: $RETINALIGHT_DATA, else ./data)"
+
+
+LOGGERS = ("csv", "wandb", "none")  # fit --logger: csv curves in the run folder; wandb adds W&B; none
 
 
 def resolve_data_root(value: str | os.PathLike | None = None) -> Path:
@@ -45,12 +48,16 @@ def inference_options(args: argparse.Namespace):
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
-    """Run an entry point; user errors become one line on stderr (exit 2), Ctrl-C exits 130."""
+    """Run an entry point; user errors become one line on stderr (exit 2), a stop on a signal one line
+    (exit 128 + the signal's number: 130 Ctrl-C, 143 SIGTERM, 138 SIGUSR1)."""
     try:
         code = main(argv)
     except RetinalightError as err:
         print(f"error: {err}", file=sys.stderr)
         code = 2
+    except Interrupted as stop:
+        print(stop, file=sys.stderr, flush=True)
+        code = stop.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import signal
 from collections.abc import Iterable
 
 
@@ -33,3 +34,24 @@ def close_matches(name: str, choices: Iterable[str]) -> str:
     """A ' (did you mean ...?)' suffix listing the nearest valid names, or '' when none is close."""
     near = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
     return f" (did you mean {', '.join(near)}?)" if near else ""
+
+
+class Interrupted(BaseException):
+    """The command stopped at a safe point after a signal. A BaseException: the runner's per-run error
+    handling (which keeps other runs going after a crash) must not swallow it."""
+
+    def __init__(self, signum: int, stage: str, requeued: str | None = None):
+        super().__init__(signum, stage, requeued)
+        self.signum, self.stage, self.requeued = signum, stage, requeued
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+    def __str__(self) -> str:
+        then = (
+            f"SLURM job {self.requeued} requeued: it runs the same command and continues"
+            if self.requeued
+            else "run the same command again to continue (complete runs are reused, this one resumes where it stopped)"
+        )
+        return f"interrupted by {signal.Signals(self.signum).name} {self.stage}; {then}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from retinalight.cli import add_data_root, run_main
+from retinalight.cli import LOGGERS, add_data_root, run_main
 from retinalight.errors import ConfigError
 from retinalight.experiments import DEFAULT_PROFILE, list_experiments, load_experiment
 
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--logger",
         default="csv",
-        choices=["csv", "wandb", "none"],
+        choices=LOGGERS,
         help="csv always writes curves to the run folder; wandb adds W&B (offline without an API key)",
     )
     parser.add_argument("--runs", default="runs", metavar="DIR", help="root of run folders (default: ./runs)")
@@ -64,10 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if not (text.startswith("--") and "=" in text):
             parser.error(f"unrecognized argument: {text}")
         args.overrides.append(text[2:])
-    try:
-        take_option_overrides(args)
-    except ConfigError as err:
-        parser.error(str(err))
+    take_option_overrides(args)  # a malformed bare option: one line (ConfigError), not argparse's usage text
     if not args.exp and not args.list_models:
         parser.error("--exp is required (e.g. --exp ablation_drive)")
     return args
@@ -78,25 +75,43 @@ OPTION_KEYS = ("exp", "profile", "arm", "seeds", "runs", "logger")  # key=value 
 
 def take_option_overrides(args: argparse.Namespace) -> None:
     """Bare `profile=quick`, `arm=sa_unet`, `seeds=[0,1]` (as a W&B agent or `sweep --set` passes them) set the
-    options; the other key=value pairs stay config overrides. A later value wins."""
-    import yaml
-
+    options; the other key=value pairs stay config overrides. A later value wins; a malformed value is a
+    ConfigError naming its key."""
     keep = []
     for text in [*args.set, *args.overrides]:
         key, sep, value = text.partition("=")
         if sep and key.lstrip("-") in OPTION_KEYS:
             key = key.lstrip("-")
-            parsed = yaml.safe_load(value) if key in ("arm", "seeds") else value
-            if key == "arm":
-                parsed = [str(a) for a in (parsed if isinstance(parsed, list) else [parsed])]
-            if key == "seeds":
-                parsed = parsed if isinstance(parsed, list) else [parsed]
-                if not all(isinstance(v, int) for v in parsed):
-                    raise ConfigError(f"{text!r}: seeds are integers")
-            setattr(args, key, parsed)
+            setattr(args, key, option_value(key, value))
         else:
             keep.append(text)
     args.set, args.overrides = keep, []
+
+
+def option_value(key: str, value: str):
+    """The option `key` from its bare form's text: arm a name or a list of names, seeds an integer or a list
+    of integers, logger one of LOGGERS, the others non-empty text."""
+    import yaml
+
+    if key in ("arm", "seeds"):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+            raise ConfigError(
+                f"{key}={value}: not a YAML value ({problem}); e.g. {key}={'[0,1]' if key == 'seeds' else '[unet,sa_unet]'}"
+            ) from None
+        items = parsed if isinstance(parsed, list) else [parsed]
+        if key == "seeds" and (not items or not all(isinstance(v, int) and not isinstance(v, bool) for v in items)):
+            raise ConfigError(f"seeds={value}: seeds are integers, e.g. seeds=0 or seeds=[0,1,2]")
+        if key == "arm" and (not items or not all(isinstance(v, (str, int)) and str(v) for v in items)):
+            raise ConfigError(f"arm={value}: an arm name or a list of them, e.g. arm=sa_unet or arm=[unet,sa_unet]")
+        return [str(v) for v in items] if key == "arm" else items
+    if not value.strip():
+        raise ConfigError(f"{key}=: empty value")
+    if key == "logger" and value not in LOGGERS:
+        raise ConfigError(f"logger={value}: choose from {', '.join(LOGGERS)}")
+    return value
 
 
 def load_from_args(args: argparse.Namespace):
@@ -113,11 +128,16 @@ def main(argv: list[str] | None = None) -> int:
         from retinalight.models.__main__ import main as list_models_main
 
         return list_models_main([])
-    experiment = load_from_args(args)
-    from retinalight.summary import format_markdown, summary_paths
-    from retinalight.training.runner import fit_experiment
+    from retinalight.training.interruption import handling_signals
 
-    summary = fit_experiment(experiment, Path(args.runs), args.arm, args.seeds, args.resume, args.overwrite, args.logger, args.data_root)
+    with handling_signals():  # SIGUSR1, SIGTERM and Ctrl-C stop at a safe point, from here to the end
+        experiment = load_from_args(args)
+        from retinalight.summary import format_markdown, summary_paths
+        from retinalight.training.runner import fit_experiment
+
+        summary = fit_experiment(
+            experiment, Path(args.runs), args.arm, args.seeds, args.resume, args.overwrite, args.logger, args.data_root
+        )
     if "protocols" in summary:
         print(format_markdown(summary))
         print(f"summary: {summary_paths(experiment, Path(args.runs))[1]}")

@@ -99,7 +99,7 @@ def _inference(state: dict, folder: Path, device: str, data_root: Path) -> str:
     result = evaluate_checkpoint(str(state["ckpt"]), reader, "test", "fov", bf16, device)
     evaluate_seconds = time.perf_counter() - started
     images = sorted((data_root / "DRIVE" / "test" / "images").glob("*.tif"))[:2]
-    written = predict_files(str(state["ckpt"]), images, folder / "predicted", bf16=bf16, device=device)
+    written, _ = predict_files(str(state["ckpt"]), images, folder / "predicted", bf16=bf16, device=device)
     scripted = export(state["ckpt"], folder / "model.pt", "torchscript", "bf16" if bf16 else "fp32", device)
     model = torch.jit.load(str(scripted), map_location=device)
     probability = model(torch.zeros(1, 3, 64, 64, device=device), torch.ones(1, 1, 64, 64, device=device))

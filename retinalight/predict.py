@@ -11,6 +11,7 @@ output cropped back to its size; the FOV mask is computed from the image unless 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,12 @@ def predict_files(
     onnx: bool = False,
     bf16: bool = False,
     device: str = "cpu",
-) -> list[Path]:
-    """Write probability, binary and overlay maps of `images` with a checkpoint (or, `onnx`, an exported model)."""
+    echo=print,
+) -> tuple[list[Path], list[str]]:
+    """Write probability, binary and overlay maps of `images` with a checkpoint (or, `onnx`, an exported model).
+
+    An image that cannot be read is reported (`echo`, one line: file and reason) and the others go on.
+    Returns (probability maps written, the failure lines)."""
     from PIL import Image
 
     if onnx:
@@ -65,18 +70,23 @@ def predict_files(
     sizes = prediction_inputs(preparation)
     preprocess = sizes.pop("preprocess")
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, failed = [], []
     for path in tqdm(images, desc="predict", unit="image", disable=None):
-        image = read_rgb(path)
-        fov_file = fov_dir / f"{path.stem}.png" if fov_dir else None
-        fov = read_binary(fov_file) if fov_file and fov_file.is_file() else compute_fov(image)
+        try:
+            image = read_rgb(path)
+            fov_file = fov_dir / f"{path.stem}.png" if fov_dir else None
+            fov = read_binary(fov_file) if fov_file and fov_file.is_file() else compute_fov(image)
+        except DataFileError as err:
+            failed.append(f"skipped {err}")
+            echo(failed[-1])
+            continue
         prob = predict_probability(probability, preprocess(image) if preprocess else image, fov, **sizes)
         vessels = prob > threshold
         write_grey(out / f"{path.stem}_prob.png", (prob * 255).round())
         write_grey(out / f"{path.stem}_vessels.png", vessels * 255)
         Image.fromarray(overlay(image, vessels)).save(out / f"{path.stem}_overlay.png")
         written.append(out / f"{path.stem}_prob.png")
-    return written
+    return written, failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,10 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fov-dir", type=Path, default=None, metavar="DIR", help="optional FOV masks named <image name>.png")
     args = parser.parse_args(argv)
     device, bf16 = inference_options(args)
-    written = predict_files(
-        args.ckpt or args.onnx, list_images(Path(args.input)), Path(args.out), args.threshold, args.fov_dir, bool(args.onnx), bf16, device
+    images = list_images(Path(args.input))
+    written, failed = predict_files(
+        args.ckpt or args.onnx,
+        images,
+        Path(args.out),
+        args.threshold,
+        args.fov_dir,
+        bool(args.onnx),
+        bf16,
+        device,
+        echo=lambda line: print(line, file=sys.stderr),
     )
     print(f"wrote {len(written)} x 3 images to {args.out}")
+    if failed:
+        print(f"error: {len(failed)} of {len(images)} images could not be read (listed above)", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -6,16 +6,16 @@ import sys
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from retinalight.data.datasets import get_dataset
+from retinalight.errors import DataFileError
 from retinalight.evaluate import main as evaluate_main
 from retinalight.experiments import load_experiment
 from retinalight.fit import main as fit_main
 from retinalight.inference import checkpoint_inputs, load_checkpoint, predict_samples
 from retinalight.metrics.segmentation import evaluate_predictions
 from retinalight.predict import main as predict_main
-from retinalight.training.runner import fit_run, run_dir
+from retinalight.training.runner import run_dir
 
 TINY_DRIVE = [
     "trainer.max_epochs=1",
@@ -120,45 +120,49 @@ def test_predict_on_a_chase_image(drive_run, data_root, tmp_path):
             assert img.size == (999, 960)
 
 
-class CrashAt(Callback):
-    """Simulates a killed run: dies at the start of an epoch, after the previous checkpoint was saved."""
+def test_predict_keeps_going_past_bad_files_and_names_each(drive_run, data_root, tmp_path, capsys):
+    import shutil
 
-    def __init__(self, epoch: int):
-        self.epoch = epoch
+    ckpt = seed_folder(drive_run, "sa_unet") / "checkpoints" / "last.ckpt"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(data_root / "DRIVE" / "test" / "images" / "01_test.tif", photos / "a_good.tif")
+    shutil.copy(data_root / "DRIVE" / "test" / "images" / "02_test.tif", photos / "z_good.tif")
+    jpeg = (data_root / "CHASE_DB1" / "Image_12L.jpg").read_bytes()
+    (photos / "b_truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (photos / "c_random.jpg").write_bytes(bytes(range(256)) * 40)
+    (photos / "d_empty.png").write_bytes(b"")
+    assert predict_main(["--ckpt", str(ckpt), "--input", str(photos), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(photos.name + "/")[1].split(":")[0] for line in err[:3]] == ["b_truncated.jpg", "c_random.jpg", "d_empty.png"]
+    assert err[-1] == "error: 3 of 5 images could not be read (listed above)"
+    assert all(
+        (tmp_path / "out" / f"{name}_{kind}.png").is_file() for name in ("a_good", "z_good") for kind in ("prob", "vessels", "overlay")
+    )
 
-    def on_train_epoch_start(self, trainer, module):
-        if trainer.current_epoch == self.epoch:
-            raise RuntimeError("simulated crash")
 
+def test_evaluate_reads_16_bit_maps_and_refuses_nan(drive_run, data_root, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
 
-@pytest.mark.parametrize("arm", ["sa_unet", "gan"])
-def test_resume_after_a_crash_gives_the_same_weights(tmp_path, arm):
-    """Both LightningModules: the GAN's two optimizers, its schedules and its batch-counted seeds included."""
-    exp = load_experiment("smoke_synthetic", overrides=["trainer.max_epochs=3", "trainer.deterministic=true"])
-    config = exp.run_config(arm, 0)
-    fit_run(config, run_dir(tmp_path / "straight", config), logger="none")
-    crashed = run_dir(tmp_path / "crashed", config)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        fit_run(config, crashed, logger="none", callbacks=[CrashAt(2)])
-    assert (crashed / "checkpoints" / "last.ckpt").is_file() and not (crashed / "metrics.json").exists()
-    with pytest.raises(Exception, match="--resume"):
-        fit_run(config, crashed, logger="none")
-    fit_run(config, crashed, resume=True, logger="none")
-    straight = torch.load(run_dir(tmp_path / "straight", config) / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    resumed = torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert straight.keys() == resumed.keys()
-    for key in straight:
-        assert torch.equal(straight[key], resumed[key]), key
-    a = json.loads((run_dir(tmp_path / "straight", config) / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
-    b = json.loads((crashed / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
-    assert a == b
-    if arm == "gan":
-        straight_ckpt = torch.load(run_dir(tmp_path / "straight", config) / "checkpoints" / "last.ckpt", weights_only=True)
-        resumed_ckpt = torch.load(crashed / "checkpoints" / "last.ckpt", weights_only=True)
-        assert len(resumed_ckpt["optimizer_states"]) == 2 and len(resumed_ckpt["lr_schedulers"]) == 2
-        for x, y in zip(straight_ckpt["optimizer_states"], resumed_ckpt["optimizer_states"]):
-            for key, state in x["state"].items():
-                assert torch.equal(state["exp_avg"], y["state"][key]["exp_avg"])
+    from retinalight.data.io import read_grey
+
+    eight = seed_folder(drive_run, "sa_unet") / "predictions"
+    sixteen = tmp_path / "sixteen"
+    sixteen.mkdir()
+    for path in eight.glob("*.png"):  # x 257: the same probabilities on the 16-bit range
+        Image.fromarray(read_grey(path).astype(np.uint16) * 257).save(sixteen / path.name)
+    scores = []
+    for folder in (eight, sixteen):
+        assert evaluate_main(["--pred-dir", str(folder), "--format", "json", "--data-root", str(data_root)]) == 0
+        scores.append(json.loads(capsys.readouterr().out)["pooled"])
+    assert scores[0] == pytest.approx(scores[1], abs=1e-7)
+    prob = read_grey(eight / "01.png").astype(np.float32) / 255
+    prob[10, 10] = np.nan
+    (sixteen / "01.png").unlink()
+    Image.fromarray(prob, mode="F").save(sixteen / "01.tif")
+    with pytest.raises(DataFileError, match="01.tif: 1 NaN or infinite values"):
+        evaluate_main(["--pred-dir", str(sixteen), "--data-root", str(data_root)])
 
 
 def test_auto_precision_and_layout_are_resolved_into_the_run(tmp_path):
@@ -239,29 +243,47 @@ def test_wandb_offline_logging(tmp_path):
         (["--exp", "ablation_drive", "--arm", "sa_unte"], "unknown arm 'sa_unte'"),
     ],
 )
-def test_fit_bad_input_is_one_line(args, message, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "retinalight.fit", *args, "--runs", str(tmp_path)], capture_output=True, text=True)
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and message in result.stderr
+def test_fit_bad_input_is_one_line(args, message, tmp_path, capsys):
+    assert _fit_exit_code([*args, "--runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
 
 
-def test_fit_on_missing_data_says_where_to_get_it(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "retinalight.fit",
-            "--exp",
-            "ablation_drive",
-            "--runs",
-            str(tmp_path),
-            "--data-root",
-            str(tmp_path / "none"),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2 and "drive.grand-challenge.org" in result.stderr and result.stderr.count("\n") == 1
+def _fit_exit_code(argv: list[str]) -> int:
+    """`python -m retinalight.fit ARGV`'s exit status, run in this process (stderr as the command prints it)."""
+    from retinalight.cli import run_main
+
+    with pytest.raises(SystemExit) as exit:
+        run_main(fit_main, argv)
+    return exit.value.code
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["seeds=[0, 1"], "seeds="),
+        (["--set", "arm=[unet"], "arm="),
+        (["arm=[]"], "arm="),
+        (["seeds=[a]"], "seeds="),
+        (["seeds=!!python/object/apply:os.system [echo hacked]"], "seeds="),  # never executed: safe YAML
+        (["profile="], "profile="),
+        (["exp="], "exp="),
+        (["runs="], "runs="),
+        (["logger=tensorboard"], "logger="),
+    ],
+)
+def test_bare_options_with_a_malformed_value_are_one_line(args, key, capsys):
+    """The key=value forms a sweep agent passes: one line naming the key, exit 2."""
+    assert _fit_exit_code(["--exp", "smoke_synthetic", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {key}") and err.count("\n") == 1, err
+    assert "hacked" not in capsys.readouterr().out
+
+
+def test_fit_on_missing_data_says_where_to_get_it(tmp_path, capsys):
+    assert _fit_exit_code(["--exp", "ablation_drive", "--runs", str(tmp_path), "--data-root", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "drive.grand-challenge.org" in err and err.count("\n") == 1
 
 
 @pytest.mark.slow
@@ -402,12 +424,9 @@ def test_curve_records_validation_against_training_seconds(tmp_path):
     assert 0 < float(rows[0]["train_seconds"]) <= float(rows[1]["train_seconds"]) and 0 <= float(rows[1]["val/auc"]) <= 1
 
 
-def test_unwritable_runs_folder_is_one_line(tmp_path):
+def test_unwritable_runs_folder_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = subprocess.run(
-        [sys.executable, "-m", "retinalight.fit", "--exp", "smoke_synthetic", "--runs", str(blocker / "runs")],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 2 and result.stderr.startswith("error: --runs") and result.stderr.count("\n") == 1
+    assert _fit_exit_code(["--exp", "smoke_synthetic", "--runs", str(blocker / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --runs") and err.count("\n") == 1

@@ -144,25 +144,32 @@ def resized_sample(sample: Sample, side: int) -> Sample:
 
 
 class ResumableLoader(DataLoader):
-    """The training loader, resumable mid-epoch: Lightning stores `state_dict()` in every checkpoint (the
-    batches completed in the current epoch, from `progress`), and after a restore the loader skips them, so
-    a run preempted mid-epoch (`retinalight.training.callbacks.Preemption`) draws exactly the samples an
-    uninterrupted run would."""
+    """The training loader, resumable mid-epoch: a run preempted or killed mid-epoch draws exactly the
+    samples an uninterrupted run would.
+
+    Where the epoch stands is read when its first batch is fetched (epoch from the sampler, which Lightning
+    sets before every epoch; batches already trained from the restored loop), not when the loader is built or
+    iterated: Lightning builds it before restoring a checkpoint whenever something asks for it early
+    (`trainer.estimated_stepping_batches` in `configure_optimizers`), and then never hands it the saved state.
+    Worker processes start drawing as soon as the loader is iterated, so the iteration itself is deferred."""
 
     def __init__(self, *args, progress=lambda: 0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.progress, self._resume = progress, 0
+        self.progress = progress
 
     def __iter__(self):
-        self.sampler.skip, self._resume = self._resume * self.batch_size, 0
-        return super().__iter__()
+        return self._batches()
 
-    def state_dict(self) -> dict:
+    def _batches(self):
         done = self.progress()
-        return {"batches_done": done if done < len(self) else 0}  # a finished epoch resumes at the next one's start
+        self.sampler.skip = done * self.batch_size if done < len(self) else 0  # a finished epoch resumes at the next one's start
+        yield from super().__iter__()
+
+    def state_dict(self) -> dict:  # what Lightning checks to know the loader resumes mid-epoch; the position is the loop's
+        return {"batches_done": self.progress()}
 
     def load_state_dict(self, state: dict) -> None:
-        self._resume = int(state.get("batches_done", 0))
+        """Nothing to load: the position comes from the restored loop at the first batch (see the class)."""
 
 
 def split_holdout(ids: list[str], count: int, seed: int) -> tuple[list[str], list[str]]:

@@ -39,6 +39,32 @@ def read_grey(path: str | Path) -> np.ndarray:
     return _open(str(path), "L")
 
 
+def read_probability(path: str | Path) -> np.ndarray:
+    """A saved probability map as HxW float32 in [0, 1], uncached: 8-bit (any mode Pillow reads, /255), 16-bit
+    grey scaled to its range (/65535) or floating point (TIFF mode F, taken as is). A floating map with NaN or
+    values outside [0, 1] is an error naming the file."""
+    if not Path(path).is_file():
+        raise DataFileError(f"{path}: missing")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode.startswith("I;16") or (img.mode == "I" and np.asarray(img).max(initial=0) <= 65535):
+                return (np.asarray(img, dtype=np.float64) / 65535).astype(np.float32)
+            if img.mode == "F":
+                prob = np.asarray(img, dtype=np.float32)
+            else:
+                return np.asarray(img.convert("L"), dtype=np.float32) / 255
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataFileError(f"{path}: corrupt or unreadable ({err})") from None
+    if not np.isfinite(prob).all():
+        raise DataFileError(
+            f"{path}: {int((~np.isfinite(prob)).sum())} NaN or infinite values; a probability map must be finite, in [0, 1]"
+        )
+    if prob.size and (prob.min() < 0 or prob.max() > 1):
+        raise DataFileError(f"{path}: values from {prob.min():g} to {prob.max():g}; a floating-point probability map must lie in [0, 1]")
+    return prob
+
+
 @functools.lru_cache(maxsize=512)
 def _decode(path: str, mode: str) -> np.ndarray:
     array = _open(path, mode)

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from retinalight.data.datasets import RetinaDataset
-from retinalight.data.io import read_grey
+from retinalight.data.io import read_probability
 from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import Prediction, evaluate_predictions
 
@@ -68,7 +68,7 @@ def find_predictions(pred_dir: str | Path, ids: list[str], pattern: str | None =
 
 
 def load_predictions(pred_dir: str | Path, reader: RetinaDataset, split: str, pattern: str | None = None) -> list[Prediction]:
-    """Read each prediction as 8-bit grey (probability x 255) and pair it with its ground truth."""
+    """Read each prediction (8-bit probability x 255, 16-bit, or floating point: `read_probability`) and pair it with its ground truth."""
     return read_predictions(find_predictions(pred_dir, reader.ids(split), pattern), reader)
 
 
@@ -77,12 +77,12 @@ def read_predictions(files: dict[str, Path], reader: RetinaDataset) -> list[Pred
     predictions = []
     for id, path in files.items():
         sample = reader.load(id)
-        grey = read_grey(path)
-        if grey.shape != sample.vessel.shape:
+        prob = read_probability(path)
+        if prob.shape != sample.vessel.shape:
             raise DataFileError(
-                f"{path}: prediction is {grey.shape[1]}x{grey.shape[0]}, image {id} is {sample.vessel.shape[1]}x{sample.vessel.shape[0]}"
+                f"{path}: prediction is {prob.shape[1]}x{prob.shape[0]}, image {id} is {sample.vessel.shape[1]}x{sample.vessel.shape[0]}"
             )
-        predictions.append(Prediction(id, grey.astype("float32") / 255.0, sample.vessel, sample.fov))
+        predictions.append(Prediction(id, prob, sample.vessel, sample.fov))
     return predictions
 
 

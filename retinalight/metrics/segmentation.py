@@ -28,7 +28,9 @@ def metric_collection(threshold: float = 0.5, auc_thresholds: int | None = None,
 
     `auc_thresholds=None` is the exact ROC AUC (keeps every pixel); an int bins it (constant memory), which
     is what per-epoch validation uses. `sync=False` scores in this process only, even under DDP (testing
-    runs on rank 0 alone).
+    runs on rank 0 alone). torchmetrics' argument checks are off: they run `torch.unique` over every
+    update (two thirds of the time of scoring DRIVE), and the callers pass sigmoid probabilities and 0/1
+    targets by construction (`evaluate --pred-dir` checks the files it reads).
     """
     from torchmetrics import MetricCollection  # here, not at import: `evaluate --help` and config loading stay light
     from torchmetrics.classification import (
@@ -40,7 +42,7 @@ def metric_collection(threshold: float = 0.5, auc_thresholds: int | None = None,
         BinarySpecificity,
     )
 
-    kw = {"sync_on_compute": sync}
+    kw = {"sync_on_compute": sync, "validate_args": False}
     return MetricCollection(
         {
             "se": BinaryRecall(threshold, **kw),
@@ -104,7 +106,7 @@ def evaluate_predictions(predictions: Iterable[Prediction], protocol: str = "fov
     """Score a test set: pooled (one confusion matrix and one exact ROC over all pixels) and per image
     (with mean and std over images). Returns the JSON layout of `retinalight.evaluate`."""
     check_protocol(protocol)
-    pooled = metric_collection(threshold, sync=False)
+    pooled, single = metric_collection(threshold, sync=False), metric_collection(threshold, sync=False)
     per_image = []
     for pred in predictions:
         if pred.prob.shape != pred.vessel.shape:
@@ -115,7 +117,9 @@ def evaluate_predictions(predictions: Iterable[Prediction], protocol: str = "fov
         target = target.long()
         with exact_counting_kernels():
             pooled.update(prob, target)
-            per_image.append({"id": pred.id, **_as_dict(metric_collection(threshold, sync=False)(prob, target))})
+            single.update(prob, target)  # update + compute, not forward: a collection's forward skips its compute groups
+            per_image.append({"id": pred.id, **_as_dict(single.compute())})
+            single.reset()
     if not per_image:
         raise ValueError("no predictions to evaluate")
     table = np.array([[row[k] for k in METRICS] for row in per_image])

@@ -8,9 +8,12 @@ DDP ranks agree on them.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import os
+import socket
 import time
 import traceback
 from pathlib import Path
@@ -19,7 +22,7 @@ import lightning as L
 import torch
 import yaml
 
-from retinalight.cli import resolve_data_root
+from retinalight.cli import LOGGERS, resolve_data_root
 from retinalight.data.datamodules import DATAMODULES
 from retinalight.data.io import write_grey
 from retinalight.errors import ConfigError, RetinalightError
@@ -29,11 +32,13 @@ from retinalight.inference import predict_samples
 from retinalight.metrics.segmentation import METRICS, evaluate_predictions
 from retinalight.models import count_parameters
 from retinalight.provenance import provenance
-from retinalight.training.callbacks import Preemption, TimeToQuality
+from retinalight.training import interruption
+from retinalight.training.callbacks import TimeToQuality
 from retinalight.training.gan import GANModule
+from retinalight.training.interruption import Interruption
 from retinalight.training.segmentation import SegmentationModule
 
-LOGGERS = ("csv", "wandb", "none")
+UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)  # the runs folder cannot take a write
 
 
 def config_dir(runs_root: Path, config: RunConfig) -> Path:
@@ -125,7 +130,7 @@ def make_strategy(config: RunConfig):
 
 
 def slurm_plugins() -> list:
-    """Under SLURM, Lightning's environment without its own SIGUSR1 requeue (`Preemption` does it at a batch boundary)."""
+    """Under SLURM, Lightning's environment without its own SIGUSR1 requeue (`Interruption` does it at a batch boundary)."""
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
@@ -159,20 +164,70 @@ def make_loggers(config: RunConfig, folder: Path, logger: str) -> list:
     return loggers
 
 
+def latest_interruption_checkpoint(folder: Path) -> Path | None:
+    """The newest `hpc_ckpt_<n>.ckpt` (saved at a batch boundary when a signal stopped the run), if any."""
+    saved = list(folder.glob("hpc_ckpt_*.ckpt"))
+    return max(saved, key=lambda p: int(p.stem.rpartition("_")[2] or 0)) if saved else None
+
+
 def fit_run(
     config: RunConfig, folder: Path, resume: bool = False, logger: str = "csv", data_root: str | None = None, callbacks: list | None = None
 ) -> dict | None:
-    """Train, then test one arm x seed; returns its metrics (None on ranks other than 0)."""
+    """Train, then test one arm x seed; returns its metrics (None on ranks other than 0).
+
+    A run whose training finished (`trained.json`) but whose testing was interrupted is only tested."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with run_lock(folder, rank_zero_only.rank):
+        datamodule = make_datamodule(config, data_root)
+        if (folder / "trained.json").is_file():
+            trained = json.loads((folder / "trained.json").read_text())
+            module, loggers, device = tested_module(config, datamodule, folder), make_loggers(config, folder, logger), None
+        else:
+            trained, module, loggers, device = train_run(config, folder, datamodule, resume, logger, callbacks)
+        if rank_zero_only.rank != 0:
+            return None
+        what = f"{config.arm} seed {config.seed}"
+        interruption.check(f"after training {what}, before testing it")
+        # tested in fp32 and the default memory format: exactly what `evaluate --ckpt` and `predict` compute
+        model = module.model.to(device or tested_device(config), memory_format=torch.contiguous_format)
+        metrics = test_run(model, datamodule, config, folder)
+        params, buffers = count_parameters(module.model)
+        summary = {
+            "experiment": config.experiment,
+            "arm": config.arm,
+            "seed": config.seed,
+            "config_hash": config.config_hash(),
+            "profile": config.profile,
+            "overrides": config.overrides,
+            "model": config.model.name,
+            "parameters": params,
+            "buffers": buffers,
+            **trained,
+            "tested_checkpoint": config.evaluation.test_checkpoint,
+            **provenance(),
+            "protocols": metrics,
+        }
+        write_json(folder / "metrics.json", summary)
+        for spent in [*folder.glob("hpc_ckpt_*.ckpt"), folder / "trained.json"]:  # the run is complete
+            spent.unlink()
+        log_test_metrics(loggers, summary)
+        return summary
+
+
+def train_run(config: RunConfig, folder: Path, datamodule, resume: bool, logger: str, callbacks: list | None):
+    """Fit one run (continuing it from a signal's checkpoint, or from last.ckpt with `resume`); writes
+    `trained.json` and returns (its content, the module holding the weights to test, loggers, device)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     folder.mkdir(parents=True, exist_ok=True)
     ckpt_dir = folder / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    preempted = sorted(folder.glob("hpc_ckpt_*.ckpt"))  # saved on SLURM's SIGUSR1 before a requeue
-    if last.exists() and not resume and not preempted:
+    interrupted = latest_interruption_checkpoint(folder)  # saved at a batch boundary: continued without --resume
+    if last.exists() and not resume and not interrupted:
         raise RetinalightError(f"{folder} holds an unfinished run: pass --resume to continue it or --overwrite to start again")
     L.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule = make_datamodule(config, data_root)
     module = make_module(config)
     has_val = datamodule.has_validation
     selects = has_val and config.data.val_mode != "test"  # a curve on the test images never selects a checkpoint
@@ -199,7 +254,7 @@ def fit_run(
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
         limit_val_batches=1.0 if has_val else 0,
-        callbacks=[clock, *checkpoints, Preemption(folder), *(callbacks or [])],
+        callbacks=[clock, *checkpoints, Interruption(folder, f"{config.arm} seed {config.seed}"), *(callbacks or [])],
         plugins=slurm_plugins(),
         logger=make_loggers(config, folder, logger) or False,
         use_distributed_sampler=False,  # EpochSampler shards by rank itself
@@ -209,43 +264,45 @@ def fit_run(
     if trainer.global_rank == 0:
         (folder / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     started = time.time()
-    # a requeued job continues from its preemption checkpoint without --resume (Lightning's "hpc" path)
-    ckpt_path = "hpc" if preempted else (str(last) if resume and last.exists() else None)
+    # the newest place to continue from: the signal's checkpoint or, with --resume, the last epoch's (a run
+    # continued after a signal and then killed has a newer last.ckpt)
+    candidates = [p for p in (interrupted, last if resume else None) if p is not None and p.exists()]
+    ckpt_path = str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
     with denormals_flushed(t.flush_denormal):  # training only: testing runs as `evaluate --ckpt` does
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    train_seconds = time.time() - started
-    if trainer.global_rank != 0:
-        return None
     if config.evaluation.test_checkpoint == "best" and selects and best.best_model_path:
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
-    # tested in fp32 and the default memory format: exactly what `evaluate --ckpt` and `predict` compute
-    model = module.model.to(trainer.strategy.root_device, memory_format=torch.contiguous_format)
-    metrics = test_run(model, datamodule, config, folder)
-    params, buffers = count_parameters(module.model)
-    summary = {
-        "experiment": config.experiment,
-        "arm": config.arm,
-        "seed": config.seed,
-        "config_hash": config.config_hash(),
-        "profile": config.profile,
-        "overrides": config.overrides,
-        "model": config.model.name,
-        "parameters": params,
-        "buffers": buffers,
+        module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+    trained = {
         "epochs": trainer.current_epoch,
-        "tested_checkpoint": config.evaluation.test_checkpoint,
         **({"collapsed_epochs": module.collapsed_epochs} if config.module == "gan" else {}),
         "train_seconds": round(clock.train_seconds, 1),  # training only, validation excluded
-        "fit_seconds": round(train_seconds, 1),  # this process's fit, validation included
-        **provenance(),
-        "protocols": metrics,
+        "fit_seconds": round(time.time() - started, 1),  # this process's fit, validation included
     }
-    write_json(folder / "metrics.json", summary)
-    for stale in folder.glob("hpc_ckpt_*.ckpt"):  # the run is complete: preemption checkpoints are spent
-        stale.unlink()
-    log_test_metrics(trainer.loggers, summary)
-    return summary
+    if trainer.global_rank == 0:
+        write_json(folder / "trained.json", trained)  # an interrupted test then resumes from here
+    return trained, module, trainer.loggers, trainer.strategy.root_device
+
+
+def tested_module(config: RunConfig, datamodule, folder: Path):
+    """A run's module with the weights its config tests (best.ckpt or last.ckpt), for a run whose training
+    finished before its testing was interrupted."""
+    selects = datamodule.has_validation and config.data.val_mode != "test"
+    name = "best" if config.evaluation.test_checkpoint == "best" and selects else "last"
+    path = folder / "checkpoints" / f"{name}.ckpt"
+    if not path.is_file():
+        raise RetinalightError(
+            f"{path}: missing, though {folder / 'trained.json'} says training finished; pass --overwrite to redo the run"
+        )
+    module = make_module(config)
+    module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    return module
+
+
+def tested_device(config: RunConfig) -> torch.device:
+    """Where a run that was only tested is tested: where it trained."""
+    from retinalight.hardware import inference_device
+
+    return inference_device("cpu" if config.trainer.accelerator == "cpu" else "auto")
 
 
 def log_test_metrics(loggers: list, summary: dict) -> None:
@@ -264,7 +321,7 @@ def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
     e = config.evaluation
     predictions = predict_samples(
         model,
-        datamodule.test_samples(),
+        interruption.checked(datamodule.test_samples(), f"while testing {config.arm} seed {config.seed}"),
         config.data.pad_multiple,
         resize=config.data.resize,
         patch_size=e.patch_size,
@@ -280,6 +337,47 @@ def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
             for row in result["per_image"]:
                 writer.writerow([protocol, row["id"], *(f"{row[k]:.6f}" for k in METRICS)])
     return results
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, rank: int = 0):
+    """Hold `<folder>/.lock` (host and process id) while the run trains and tests: a second `fit` of the
+    same run refuses in one line instead of training into the same folder. A lock whose process is gone
+    (same host; a kill -9) is taken over. Only rank 0 locks: the other DDP ranks share its run."""
+    if rank != 0:
+        yield
+        return
+    lock, host = folder / ".lock", socket.gethostname()
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = lock.read_text().split() if lock.is_file() else []
+            if len(holder) == 2 and holder[0] == host and holder[1].isdigit() and not process_alive(int(holder[1])):
+                lock.unlink(missing_ok=True)  # stale: its process died without releasing it
+                continue
+            who = f"process {holder[1]} on {holder[0]}" if len(holder) == 2 else "another process"
+            raise RetinalightError(
+                f"{folder}: {who} is running this run (lock {lock.name}); wait for it to finish, or delete {lock} if that process is gone"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{host} {os.getpid()}\n")
+        break
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # an unwritable folder: the lock goes stale, and the next fit takes it over
+            lock.unlink(missing_ok=True)
 
 
 def launch_id() -> str | None:
@@ -347,6 +445,7 @@ def fit_experiment(
     for config in bar:
         folder = run_dir(runs_root, config)
         bar.set_postfix_str(f"{config.arm} seed {config.seed}")
+        interruption.check(f"before {config.arm} seed {config.seed}")
         if overwrite:
             clear_run(folder, rank_zero_only.rank)
         check_identity(folder, config)
@@ -359,6 +458,12 @@ def fit_experiment(
             result = fit_run(config, folder, resume=resume, logger=logger, data_root=data_root)
         except RetinalightError:
             raise
+        except OSError as err:
+            if err.errno not in UNWRITABLE:
+                raise
+            raise RetinalightError(
+                f"{err.filename or folder}: cannot write ({err.strerror}); the run stopped, its checkpoints saved so far are kept"
+            ) from None
         except Exception as err:  # keep the other runs going; the error is kept with the run
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "error.log").write_text(traceback.format_exc())
