@@ -11,8 +11,10 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -33,7 +35,6 @@ from retinalight.hardware import (
     speed_class,
 )
 
-PACKAGE_EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 DEFAULT_PROFILE = "paper"
 
 
@@ -281,17 +282,41 @@ EXPERIMENT_KEYS = {"name", "description", "seeds", "arms", "run_arms", "profiles
 ARM_KEYS = {"model", "paper", "module", *SECTIONS}
 
 
+def bundled_experiments() -> Path | None:
+    """The experiment files that come with the package: a source checkout's experiments/ (editable installs
+    and `PYTHONPATH=.`), else the copy a wheel ships as `retinalight.bundled_experiments` (pyproject's
+    package-dir maps experiments/ there)."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "experiments").is_dir():
+        return root / "experiments"
+    spec = importlib.util.find_spec("retinalight.bundled_experiments")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else None
+
+
 def experiment_dirs() -> list[Path]:
-    return [Path.cwd() / "experiments", PACKAGE_EXPERIMENTS]
+    """Where an experiment name is looked up, first match first: ./experiments, the folders of
+    $RETINALIGHT_EXPERIMENTS (separated by os.pathsep), then the package's own files."""
+    extra = [Path(p).expanduser() for p in os.environ.get("RETINALIGHT_EXPERIMENTS", "").split(os.pathsep) if p]
+    bundled = bundled_experiments()
+    return [Path.cwd() / "experiments", *extra, *([bundled] if bundled else [])]
+
+
+def experiment_sources() -> dict[str, Path]:
+    """{name: the file that name loads}, for every experiment found (`fit --list-experiments`)."""
+    found: dict[str, Path] = {}
+    for folder in experiment_dirs():
+        for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+            found.setdefault(path.stem, path)
+    return dict(sorted(found.items()))
 
 
 def list_experiments() -> list[str]:
-    names = {p.stem for d in experiment_dirs() if d.is_dir() for p in d.glob("*.yaml")}
-    return sorted(names)
+    return list(experiment_sources())
 
 
 def find_experiment(name: str) -> Path:
-    """A path to a YAML file, or a name looked up in ./experiments and the package's experiments/."""
+    """A path to a YAML file, or a name looked up in `experiment_dirs()`."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():

@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete and redo existing runs")
     parser.add_argument("--list-models", action="store_true", help="print the model registry and exit")
+    parser.add_argument(
+        "--list-experiments",
+        action="store_true",
+        help="print every experiment name and the file it loads (./experiments, $RETINALIGHT_EXPERIMENTS, the package's own) and exit",
+    )
     add_data_root(parser)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="more overrides (the form a W&B sweep agent passes)")
     args, unknown = parser.parse_known_args(argv)
@@ -65,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unrecognized argument: {text}")
         args.overrides.append(text[2:])
     take_option_overrides(args)  # a malformed bare option: one line (ConfigError), not argparse's usage text
-    if not args.exp and not args.list_models:
+    if not args.exp and not args.list_models and not args.list_experiments:
         parser.error("--exp is required (e.g. --exp ablation_drive)")
     return args
 
@@ -124,6 +129,12 @@ def load_from_args(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list_experiments:
+        from retinalight.experiments import experiment_sources
+
+        for name, path in experiment_sources().items():
+            print(f"{name:<22} {path}")
+        return 0
     if args.list_models:
         from retinalight.models.__main__ import main as list_models_main
 

@@ -64,7 +64,8 @@ def gpu_check(device: str, data_root: Path, echo: Callable[[str], None] = print)
 def _train(state: dict, runs: Path, experiment: str, arm: str, overrides: list[str], data_root: Path) -> str:
     """One run of `experiment`'s quick profile with `overrides`; keeps its checkpoint in `state`."""
     from retinalight.experiments import load_experiment
-    from retinalight.training.runner import fit_experiment, run_dir
+    from retinalight.rundirs import run_dir
+    from retinalight.training.runner import fit_experiment
 
     loaded = load_experiment(experiment, "quick", overrides)
     config = loaded.run_config(arm, 0)

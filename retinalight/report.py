@@ -44,8 +44,10 @@ def find_summary(folder: Path, label: str | None) -> Path:
 
 
 def seed_folders(folder: Path, summary: dict, arm: str, protocol: str) -> list[Path]:
+    from retinalight.rundirs import config_folder
+
     row = summary["protocols"][protocol]["arms"][arm]
-    config = folder / arm / f"{summary['profile']}-{row['config_hash']}"
+    config = config_folder(folder, arm, summary["profile"], row["config_hash"])
     return [config / f"seed{seed}" for seed in row["seeds"]]
 
 

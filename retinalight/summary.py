@@ -24,7 +24,7 @@ COMPARED = ("f1", "auc")  # per-image metrics compared between arms
 
 def collect_runs(experiment: Experiment, runs_root: Path) -> dict[str, list[dict]]:
     """{arm: [metrics.json of each complete seed]} for the experiment's resolved config of every arm."""
-    from retinalight.training.runner import config_dir
+    from retinalight.rundirs import config_dir
 
     runs: dict[str, list[dict]] = {}
     for arm in experiment.arms:
@@ -212,7 +212,7 @@ def summary_paths(experiment: Experiment, runs_root: Path) -> tuple[Path, Path]:
 
 
 def write_summary(experiment: Experiment, runs_root: Path, data_root: str | None = None) -> dict:
-    from retinalight.training.runner import write_json
+    from retinalight.rundirs import write_json
 
     json_path, md_path = summary_paths(experiment, runs_root)
     json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,7 @@ def test_overwrite_under_ddp_cannot_race(tmp_path):
     """Ranks started together (srun): rank 1 waits until rank 0 has deleted the old run, then finds it gone."""
     import threading
 
-    from retinalight.training.runner import clear_run
+    from retinalight.rundirs import clear_run
 
     folder = tmp_path / "unet" / "paper-abc" / "seed0"
     (folder / "checkpoints").mkdir(parents=True)

@@ -14,7 +14,8 @@ from retinalight.export import export, onnx_probability
 from retinalight.export import main as export_main
 from retinalight.inference import checkpoint_inputs, load_checkpoint, predict_probability
 from retinalight.predict import main as predict_main
-from retinalight.training.runner import fit_run, run_dir
+from retinalight.rundirs import run_dir
+from retinalight.training.runner import fit_run
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from retinalight.fit import main as fit_main
 from retinalight.inference import checkpoint_inputs, load_checkpoint, predict_samples
 from retinalight.metrics.segmentation import evaluate_predictions
 from retinalight.predict import main as predict_main
-from retinalight.training.runner import run_dir
+from retinalight.rundirs import run_dir
 
 TINY_DRIVE = [
     "trainer.max_epochs=1",
@@ -403,7 +403,7 @@ def test_a_folder_holding_another_config_is_refused_with_the_differing_keys(tmp_
     import yaml
 
     from retinalight.errors import RetinalightError
-    from retinalight.training.runner import check_identity
+    from retinalight.rundirs import check_identity
 
     config = load_experiment("smoke_synthetic").run_config("unet", 0)
     folder = run_dir(tmp_path, config)

@@ -13,7 +13,8 @@ from retinalight.errors import ConfigError
 from retinalight.experiments import load_experiment
 from retinalight.fit import main as fit_main
 from retinalight.inference import load_checkpoint
-from retinalight.training.runner import fit_run, run_dir
+from retinalight.rundirs import run_dir
+from retinalight.training.runner import fit_run
 
 
 class StepSpy(Callback):

@@ -23,8 +23,9 @@ from lightning.pytorch.callbacks import Callback
 
 from retinalight.errors import Interrupted, RetinalightError
 from retinalight.experiments import load_experiment
+from retinalight.rundirs import run_dir
 from retinalight.training import interruption
-from retinalight.training.runner import fit_experiment, fit_run, make_datamodule, run_dir, train_run
+from retinalight.training.runner import fit_experiment, fit_run, make_datamodule, train_run
 
 FP32 = ["trainer.precision=32-true", "data.samples_per_epoch=32", "data.batch_size=4"]  # 8 batches per epoch
 SEGMENTATION = ("ablation_drive", "quick", "unet", [*FP32, "trainer.max_epochs=3"])

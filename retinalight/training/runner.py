@@ -1,19 +1,14 @@
-"""Run experiments: one folder per arm and seed, `runs/<exp>/<arm>/seed<k>/`, self-describing and resumable.
+"""Run experiments: train and test every arm x seed into its run folder (`retinalight.rundirs`), resumable.
 
-A run folder holds config.yaml, checkpoints/ (last.ckpt, best.ckpt), logs/ (CSV curves), predictions/
-(<id>.png: probability x 255 at original size), metrics.json (written last: its presence means the run is
-complete) and per_image.csv. Only rank 0 writes outside Lightning; folder names are deterministic, so all
-DDP ranks agree on them.
+Only rank 0 writes outside Lightning; folder names are deterministic, so all DDP ranks agree on them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import errno
 import json
 import os
-import socket
 import time
 import traceback
 from pathlib import Path
@@ -26,12 +21,21 @@ from retinalight.cli import LOGGERS, resolve_data_root
 from retinalight.data.datamodules import DATAMODULES
 from retinalight.data.io import write_grey
 from retinalight.errors import ConfigError, RetinalightError
-from retinalight.experiments import Experiment, RunConfig, config_differences
+from retinalight.experiments import Experiment, RunConfig
 from retinalight.hardware import denormals_flushed
 from retinalight.inference import predict_samples
 from retinalight.metrics.segmentation import METRICS, evaluate_predictions
 from retinalight.models import count_parameters
 from retinalight.provenance import provenance
+from retinalight.rundirs import (
+    check_identity,
+    clear_run,
+    is_complete,
+    latest_interruption_checkpoint,
+    run_dir,
+    run_lock,
+    write_json,
+)
 from retinalight.training import interruption
 from retinalight.training.callbacks import TimeToQuality
 from retinalight.training.gan import GANModule
@@ -39,41 +43,6 @@ from retinalight.training.interruption import Interruption
 from retinalight.training.segmentation import SegmentationModule
 
 UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)  # the runs folder cannot take a write
-
-
-def config_dir(runs_root: Path, config: RunConfig) -> Path:
-    """runs/<exp>/<arm>/<profile>-<config hash>/: the seeds of one resolved config, and only of it."""
-    return Path(runs_root) / config.experiment / config.arm / f"{config.profile}-{config.config_hash()}"
-
-
-def run_dir(runs_root: Path, config: RunConfig) -> Path:
-    return config_dir(runs_root, config) / f"seed{config.seed}"
-
-
-def check_identity(folder: Path, config: RunConfig) -> None:
-    """A folder's stored config must be this config: otherwise name the keys that differ (a folder renamed
-    or edited by hand, or a hash collision) rather than reuse or resume it."""
-    stored = folder / "config.yaml"
-    if not stored.is_file():
-        return
-    try:
-        old = RunConfig.identity_of(yaml.safe_load(stored.read_text()))
-    except (yaml.YAMLError, AttributeError, KeyError, TypeError):
-        raise RetinalightError(f"{stored}: unreadable run config; move the folder away or pass --overwrite") from None
-    differences = config_differences(old, config.identity())
-    if differences:
-        raise RetinalightError(f"{folder} holds a different config ({'; '.join(differences[:3])}); pass --overwrite to replace it")
-
-
-def is_complete(folder: Path) -> bool:
-    return (folder / "metrics.json").is_file()
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write atomically (temp file + rename) so a crash never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def make_datamodule(config: RunConfig, data_root: str | None = None):
@@ -164,12 +133,6 @@ def make_loggers(config: RunConfig, folder: Path, logger: str) -> list:
     return loggers
 
 
-def latest_interruption_checkpoint(folder: Path) -> Path | None:
-    """The newest `hpc_ckpt_<n>.ckpt` (saved at a batch boundary when a signal stopped the run), if any."""
-    saved = list(folder.glob("hpc_ckpt_*.ckpt"))
-    return max(saved, key=lambda p: int(p.stem.rpartition("_")[2] or 0)) if saved else None
-
-
 def fit_run(
     config: RunConfig, folder: Path, resume: bool = False, logger: str = "csv", data_root: str | None = None, callbacks: list | None = None
 ) -> dict | None:
@@ -216,32 +179,25 @@ def fit_run(
         return summary
 
 
-def train_run(config: RunConfig, folder: Path, datamodule, resume: bool, logger: str, callbacks: list | None):
-    """Fit one run (continuing it from a signal's checkpoint, or from last.ckpt with `resume`); writes
-    `trained.json` and returns (its content, the module holding the weights to test, loggers, device)."""
+def selects_checkpoint(config: RunConfig, datamodule) -> bool:
+    """Whether validation picks best.ckpt: a curve on the test images never selects a checkpoint."""
+    return datamodule.has_validation and config.data.val_mode != "test"
+
+
+def make_trainer(config: RunConfig, folder: Path, datamodule, logger: str, callbacks: list) -> L.Trainer:
+    """The run's Trainer with `callbacks`, last.ckpt after every epoch (what --resume continues from;
+    Lightning's save_last only refreshes it when another checkpoint is written) and best.ckpt when
+    validation selects."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    folder.mkdir(parents=True, exist_ok=True)
     ckpt_dir = folder / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    interrupted = latest_interruption_checkpoint(folder)  # saved at a batch boundary: continued without --resume
-    if last.exists() and not resume and not interrupted:
-        raise RetinalightError(f"{folder} holds an unfinished run: pass --resume to continue it or --overwrite to start again")
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    module = make_module(config)
-    has_val = datamodule.has_validation
-    selects = has_val and config.data.val_mode != "test"  # a curve on the test images never selects a checkpoint
-    clock = TimeToQuality(folder / "curve.csv")
-    # last.ckpt after every epoch (what --resume continues from; Lightning's save_last only refreshes it when
-    # another checkpoint is written) and, with a validation set, best.ckpt by the monitored metric
     checkpoints = [ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_on_train_epoch_end=True, enable_version_counter=False)]
-    if selects:
-        best = ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best", monitor=config.evaluation.monitor, mode="max", enable_version_counter=False
+    if selects_checkpoint(config, datamodule):
+        checkpoints.append(
+            ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=config.evaluation.monitor, mode="max", enable_version_counter=False)
         )
-        checkpoints.append(best)
     t = config.trainer
-    trainer = L.Trainer(
+    return L.Trainer(
         default_root_dir=folder,
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
@@ -253,14 +209,29 @@ def train_run(config: RunConfig, folder: Path, datamodule, resume: bool, logger:
         deterministic=t.deterministic,
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
-        limit_val_batches=1.0 if has_val else 0,
-        callbacks=[clock, *checkpoints, Interruption(folder, f"{config.arm} seed {config.seed}"), *(callbacks or [])],
+        limit_val_batches=1.0 if datamodule.has_validation else 0,
+        callbacks=[*callbacks, *checkpoints],  # Lightning runs checkpoints last: the clock pauses before last.ckpt stores it
         plugins=slurm_plugins(),
         logger=make_loggers(config, folder, logger) or False,
         use_distributed_sampler=False,  # EpochSampler shards by rank itself
         num_sanity_val_steps=0,
         enable_model_summary=False,
     )
+
+
+def train_run(config: RunConfig, folder: Path, datamodule, resume: bool, logger: str, callbacks: list | None):
+    """Fit one run (continuing it from a signal's checkpoint, or from last.ckpt with `resume`); writes
+    `trained.json` and returns (its content, the module holding the weights to test, loggers, device)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    last = folder / "checkpoints" / "last.ckpt"
+    interrupted = latest_interruption_checkpoint(folder)  # saved at a batch boundary: continued without --resume
+    if last.exists() and not resume and not interrupted:
+        raise RetinalightError(f"{folder} holds an unfinished run: pass --resume to continue it or --overwrite to start again")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    module = make_module(config)
+    clock = TimeToQuality(folder / "curve.csv")
+    signals = Interruption(folder, f"{config.arm} seed {config.seed}")
+    trainer = make_trainer(config, folder, datamodule, logger, [clock, signals, *(callbacks or [])])
     if trainer.global_rank == 0:
         (folder / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     started = time.time()
@@ -268,10 +239,11 @@ def train_run(config: RunConfig, folder: Path, datamodule, resume: bool, logger:
     # continued after a signal and then killed has a newer last.ckpt)
     candidates = [p for p in (interrupted, last if resume else None) if p is not None and p.exists()]
     ckpt_path = str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None
-    with denormals_flushed(t.flush_denormal):  # training only: testing runs as `evaluate --ckpt` does
+    with denormals_flushed(config.trainer.flush_denormal):  # training only: testing runs as `evaluate --ckpt` does
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    if config.evaluation.test_checkpoint == "best" and selects and best.best_model_path:
-        module.load_state_dict(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"])
+    best = trainer.checkpoint_callbacks[-1].best_model_path if selects_checkpoint(config, datamodule) else ""
+    if config.evaluation.test_checkpoint == "best" and best:
+        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     trained = {
         "epochs": trainer.current_epoch,
         **({"collapsed_epochs": module.collapsed_epochs} if config.module == "gan" else {}),
@@ -286,8 +258,7 @@ def train_run(config: RunConfig, folder: Path, datamodule, resume: bool, logger:
 def tested_module(config: RunConfig, datamodule, folder: Path):
     """A run's module with the weights its config tests (best.ckpt or last.ckpt), for a run whose training
     finished before its testing was interrupted."""
-    selects = datamodule.has_validation and config.data.val_mode != "test"
-    name = "best" if config.evaluation.test_checkpoint == "best" and selects else "last"
+    name = "best" if config.evaluation.test_checkpoint == "best" and selects_checkpoint(config, datamodule) else "last"
     path = folder / "checkpoints" / f"{name}.ckpt"
     if not path.is_file():
         raise RetinalightError(
@@ -339,79 +310,39 @@ def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
     return results
 
 
-def process_alive(pid: int) -> bool:
+def run_or_reuse(config: RunConfig, folder: Path, resume: bool, overwrite: bool, logger: str, data_root: str | None, echo) -> str | None:
+    """Reuse the run if complete, else fit it; a crash is one line returned (traceback in its error.log)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    what = f"{config.arm} seed {config.seed}"
+    if overwrite:
+        clear_run(folder, rank_zero_only.rank)
+    check_identity(folder, config)
+    if is_complete(folder):
+        echo(f"{what}: complete (same config), reusing {folder}")
+        if logger == "wandb" and rank_zero_only.rank == 0:  # a sweep run that reuses a result still reports it
+            log_test_metrics(make_loggers(config, folder, "wandb")[1:], json.loads((folder / "metrics.json").read_text()))
+        return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def run_lock(folder: Path, rank: int = 0):
-    """Hold `<folder>/.lock` (host and process id) while the run trains and tests: a second `fit` of the
-    same run refuses in one line instead of training into the same folder. A lock whose process is gone
-    (same host; a kill -9) is taken over. Only rank 0 locks: the other DDP ranks share its run."""
-    if rank != 0:
-        yield
-        return
-    lock, host = folder / ".lock", socket.gethostname()
-    while True:
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = lock.read_text().split() if lock.is_file() else []
-            if len(holder) == 2 and holder[0] == host and holder[1].isdigit() and not process_alive(int(holder[1])):
-                lock.unlink(missing_ok=True)  # stale: its process died without releasing it
-                continue
-            who = f"process {holder[1]} on {holder[0]}" if len(holder) == 2 else "another process"
-            raise RetinalightError(
-                f"{folder}: {who} is running this run (lock {lock.name}); wait for it to finish, or delete {lock} if that process is gone"
-            ) from None
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{host} {os.getpid()}\n")
-        break
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):  # an unwritable folder: the lock goes stale, and the next fit takes it over
-            lock.unlink(missing_ok=True)
-
-
-def launch_id() -> str | None:
-    """Names this multi-process launch when its ranks start together (srun, torchrun); None when they
-    cannot race (one process, or Lightning's launcher, which starts ranks > 0 from inside rank 0's fit)."""
-    if os.environ.get("TORCHELASTIC_RUN_ID"):
-        return f"torchrun-{os.environ['TORCHELASTIC_RUN_ID']}"
-    if os.environ.get("SLURM_JOB_ID") and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-        env = os.environ
-        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', '0')}-{env.get('SLURM_RESTART_COUNT', '0')}"
+        result = fit_run(config, folder, resume=resume, logger=logger, data_root=data_root)
+    except RetinalightError:
+        raise
+    except OSError as err:
+        if err.errno not in UNWRITABLE:
+            raise
+        raise RetinalightError(
+            f"{err.filename or folder}: cannot write ({err.strerror}); the run stopped, its checkpoints saved so far are kept"
+        ) from None
+    except Exception as err:  # keep the other runs going; the error is kept with the run
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "error.log").write_text(traceback.format_exc())
+        echo(f"FAILED {what}: {type(err).__name__}: {err} (see {folder / 'error.log'})")
+        return f"{what}: {type(err).__name__}: {err} (see {folder / 'error.log'})"
+    if result:
+        protocol = config.evaluation.protocols[0]
+        pooled = result["protocols"][protocol]["pooled"]
+        echo(f"{what}: " + " ".join(f"{k}={pooled[k]:.4f}" for k in METRICS) + f" ({protocol})")
     return None
-
-
-def clear_run(folder: Path, rank: int, launch: str | None = None, timeout: float = 600.0) -> None:
-    """--overwrite without a race: rank 0 deletes the run folder and then leaves a marker; ranks started
-    together with it (`launch_id`) wait for the marker before they look at the folder."""
-    import shutil
-
-    launch = launch if launch is not None else launch_id()
-    marker = folder.parent / f".overwritten-{folder.name}-{launch}"
-    if rank == 0:
-        if folder.exists():
-            shutil.rmtree(folder)
-        if launch:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
-        return
-    if not launch:
-        return
-    start = time.time()
-    while not marker.exists():
-        if time.time() - start > timeout:
-            raise RetinalightError(f"{folder}: rank 0 did not clear the run within {timeout:.0f} s (--overwrite)")
-        time.sleep(0.2)
 
 
 def fit_experiment(
@@ -443,40 +374,11 @@ def fit_experiment(
     failures = []
     bar = tqdm(configs, desc=experiment.name, unit="run", disable=None)
     for config in bar:
-        folder = run_dir(runs_root, config)
         bar.set_postfix_str(f"{config.arm} seed {config.seed}")
         interruption.check(f"before {config.arm} seed {config.seed}")
-        if overwrite:
-            clear_run(folder, rank_zero_only.rank)
-        check_identity(folder, config)
-        if is_complete(folder):
-            echo(f"{config.arm} seed {config.seed}: complete (same config), reusing {folder}")
-            if logger == "wandb" and rank_zero_only.rank == 0:  # a sweep run that reuses a result still reports it
-                log_test_metrics(make_loggers(config, folder, "wandb")[1:], json.loads((folder / "metrics.json").read_text()))
-            continue
-        try:
-            result = fit_run(config, folder, resume=resume, logger=logger, data_root=data_root)
-        except RetinalightError:
-            raise
-        except OSError as err:
-            if err.errno not in UNWRITABLE:
-                raise
-            raise RetinalightError(
-                f"{err.filename or folder}: cannot write ({err.strerror}); the run stopped, its checkpoints saved so far are kept"
-            ) from None
-        except Exception as err:  # keep the other runs going; the error is kept with the run
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "error.log").write_text(traceback.format_exc())
-            failures.append(f"{config.arm} seed {config.seed}: {type(err).__name__}: {err} (see {folder / 'error.log'})")
-            echo(f"FAILED {failures[-1]}")
-            continue
-        if result:
-            pooled = result["protocols"][config.evaluation.protocols[0]]["pooled"]
-            echo(
-                f"{config.arm} seed {config.seed}: "
-                + " ".join(f"{k}={pooled[k]:.4f}" for k in METRICS)
-                + f" ({config.evaluation.protocols[0]})"
-            )
+        failure = run_or_reuse(config, run_dir(runs_root, config), resume, overwrite, logger, data_root, echo)
+        if failure:
+            failures.append(failure)
     if rank_zero_only.rank != 0:  # DDP ranks > 0 (re-launched scripts) leave the summary to rank 0
         return {"failures": failures}
     summary = write_summary(experiment, Path(runs_root), data_root)
