@@ -24,6 +24,7 @@ COMMANDS = {  # name: (module with main(argv), what it does)
     "data": ("retinalight.data.__main__", "check, import or download DRIVE and CHASE_DB1"),
     "models": ("retinalight.models.__main__", "list the model registry"),
     "preprocess": ("retinalight.preprocess.__main__", "write CLAHE or ACE preprocessed images"),
+    "check-scores": ("retinalight.check_scores", "which protocol a published ACC/SE/SP can have come from"),
 }
 
 

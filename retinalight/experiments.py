@@ -332,16 +332,37 @@ def find_experiment(name: str) -> Path:
 def load_experiment(name: str, profile: str = DEFAULT_PROFILE, overrides: list[str] | None = None) -> Experiment:
     """Load, apply the profile then the overrides, and validate everything (models included)."""
     path = find_experiment(name)
+    raw = read_experiment(path)
+    try:
+        return _resolve(raw, path, profile, overrides or [])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def read_experiment(path: Path, children: tuple[Path, ...] = ()) -> dict:
+    """An experiment file's mapping with `inherits: <experiment name or file>` resolved: the file is a delta on
+    its parent. Its sections deep-merge into the parent's (an arm it names merges into the parent's arm of that
+    name); a profile it names replaces the parent's profile of that name, the others are inherited."""
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: an experiment file is a mapping of keys")
-    try:
-        return _resolve(raw, path, profile, overrides or [])
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    parent_name = raw.pop("inherits", None)
+    if parent_name is None:
+        return raw
+    if not isinstance(parent_name, str) or not parent_name:
+        raise ConfigError(f"{path}: 'inherits' names one experiment (e.g. inherits: ablation_drive), got {parent_name!r}")
+    relative = path.parent / parent_name
+    parent_path = relative if parent_name.endswith((".yaml", ".yml")) and relative.is_file() else find_experiment(parent_name)
+    if parent_path.resolve() in (path.resolve(), *children):
+        raise ConfigError(f"{path}: 'inherits: {parent_name}' makes a cycle")
+    parent = read_experiment(parent_path, (*children, path.resolve()))
+    parent.pop("name", None)  # a child is named by its own file
+    merged = deep_merge(parent, {k: v for k, v in raw.items() if k != "profiles"})
+    profiles = {**(parent.get("profiles") or {}), **(raw.get("profiles") or {})}
+    return {**merged, "profiles": profiles} if profiles else merged
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

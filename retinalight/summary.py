@@ -96,6 +96,25 @@ def second_observer(experiment: Experiment, protocol: str, data_root: str | None
     return evaluate_predictions(predictions, protocol)["pooled"]
 
 
+def paper_protocols(experiment: Experiment) -> dict[str, str]:
+    """{arm: the protocols its published ACC/SE/SP/F1 are consistent with} (`retinalight.metrics.scorecheck`),
+    for a DRIVE or CHASE_DB1 experiment when mlscorecheck is installed; {} otherwise."""
+    from retinalight.errors import RetinalightError
+    from retinalight.metrics.scorecheck import check_scores, consistent_with, tolerance
+
+    dataset = experiment.run_config(next(iter(experiment.arms)), 0).data.dataset
+    verdicts = {}
+    for arm in experiment.arms:
+        scores = {k: v for k, v in experiment.paper_numbers(arm).items() if k in ("acc", "se", "sp", "f1")}
+        if dataset not in ("drive", "chase_db1") or len(scores) < 2:
+            continue
+        try:
+            verdicts[arm] = consistent_with(check_scores(dataset, "test", scores, tolerance(scores), timeout=10))
+        except RetinalightError:  # mlscorecheck is not installed: no verdicts
+            return {}
+    return verdicts
+
+
 def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None = None) -> dict:
     runs = collect_runs(experiment, runs_root)
     reference = experiment.paper.get("reference_arm", "unet")
@@ -106,6 +125,7 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
         "overrides": experiment.overrides,
         "hardware_class": experiment.hardware,
         "paper": experiment.paper,
+        "paper_protocols": paper_protocols(experiment),
         "protocols": {},
     }
     for protocol in protocols:
@@ -177,8 +197,11 @@ def format_markdown(summary: dict) -> str:
             lo, hi = row["per_image_f1_ci95"]
             lines.append(f"| {arm} | {len(row['seeds'])} | {cells} | [{lo:.4f}, {hi:.4f}] | {_versus(row['vs_reference'])} |")
             if row["paper"] and protocol == paper.get("protocol", "image"):
+                verdict = (summary.get("paper_protocols") or {}).get(arm)
                 lines.append(
-                    f"| {arm} (paper) | | " + " | ".join(f"{row['paper'][k]:.4f}" if k in row["paper"] else "-" for k in METRICS) + " | | |"
+                    f"| {arm} (paper) | | "
+                    + " | ".join(f"{row['paper'][k]:.4f}" if k in row["paper"] else "-" for k in METRICS)
+                    + f" | | {f'published scores consistent with: {verdict}' if verdict else ''} |"
                 )
         if block.get("second_observer"):
             so = block["second_observer"]

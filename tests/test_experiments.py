@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from retinalight.errors import ConfigError, UnknownNameError
@@ -98,3 +100,44 @@ def test_every_shipped_profile_loads():
         raw = __import__("yaml").safe_load(exp.path.read_text())
         for profile in raw.get("profiles") or {}:
             assert load_experiment(name, profile).run_arms
+
+
+def test_committed_tables_resolve_to_their_run_folders(monkeypatch):
+    """Each committed summary of a profile without overrides names folders under the hashes its profile
+    resolves to on the class that produced it, so `fit --runs results` reuses them (ablation_chase through
+    `inherits:` included)."""
+    import json
+
+    repo = Path(__file__).resolve().parent.parent
+    checked = 0
+    for path in sorted((repo / "results").glob("*/summary-*@*.json")):
+        summary = json.loads(path.read_text())
+        if summary.get("overrides"):
+            continue  # trial tables of older configs: their folders keep the hashes they had then
+        monkeypatch.setenv("RETINALIGHT_HARDWARE", path.stem.rsplit("@", 1)[1])
+        experiment = load_experiment(path.parent.name, summary["profile"])
+        for arm, row in summary["protocols"]["fov"]["arms"].items():
+            assert experiment.run_config(arm, 0).config_hash() == row["config_hash"], (path.name, arm)
+            assert list((path.parent / arm).glob(f"{summary['profile']}-{row['config_hash']}/seed*/metrics.json")), (path.name, arm)
+            checked += 1
+    assert checked >= 30
+
+
+def test_an_experiment_inherits_a_parent_and_names_only_what_differs(tmp_path):
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "child.yaml").write_text(
+        "inherits: ablation_drive\n"
+        "data: {batch_size: 2}\n"
+        "arms:\n  sa_unet: {model: {drop_rate: 0.1}}\n"
+        "profiles:\n  quick: {trainer: {max_epochs: 1}}\n"
+    )
+    child = load_experiment(str(tmp_path / "child.yaml"), "quick")
+    config = child.run_config("sa_unet", 0)
+    assert child.name == "child" and config.data.dataset == "drive" and config.trainer.max_epochs == 1
+    assert config.model.kwargs["drop_rate"] == 0.1 and config.model.kwargs["block_size"] == 7  # merged into the parent's arm
+    assert config.data.crop_size is None and config.data.batch_size == 2  # the child's quick replaced the parent's
+    assert load_experiment(str(tmp_path / "child.yaml"), "cpu").run_config("unet", 0).data.crop_size == 128  # inherited
+    (tmp_path / "loop.yaml").write_text("inherits: loop.yaml\narms: {}\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_experiment(str(tmp_path / "loop.yaml"))
+    assert (repo / "experiments" / "ablation_chase.yaml").read_text().count("\n") < 45

@@ -101,3 +101,21 @@ def test_wandbs_default_args_form_is_accepted(tmp_path, capsys):
     assert "--optimizer.lr=0.01" in capsys.readouterr().out
     args = parse_args(fit_argv(load_sweep(path), {"exp": "smoke_synthetic", "optimizer.lr": 0.01}))
     assert load_from_args(args).run_config("unet", 0).optimizer.lr == 0.01
+
+
+def test_sweep_and_array_arm_lists_are_the_experiments():
+    """The arm lists written outside the experiment files (sweep grids, the SLURM array) are its profiles' run_arms."""
+    import re
+
+    from retinalight.experiments import load_experiment
+
+    repo = Path(__file__).resolve().parent.parent
+    for path in sorted((repo / "sweeps").glob("*.yaml")):
+        parameters = yaml.safe_load(path.read_text())["parameters"]
+        if "values" not in parameters.get("arm", {}):
+            continue
+        experiment = load_experiment(parameters["exp"]["value"], "quick")  # the profiles' five arms
+        assert parameters["arm"]["values"] == experiment.run_arms, path.name
+    array = (repo / "cluster" / "slurm_array.sbatch").read_text()
+    arms = re.search(r"^ARMS=\((.*)\)$", array, re.M).group(1).split()
+    assert arms == load_experiment("ablation_drive", "quick").run_arms
