@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from retinalight.cli import add_data_root, add_inference_options, inference_options, resolve_data_root, run_main
 from retinalight.data.datasets import SPLITS, get_dataset
@@ -59,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_inference_options(parser)  # with --ckpt
     parser.add_argument("--format", default="table", choices=["table", "json"], help="default: table")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write DIR/metrics.json and DIR/per_image.csv, as a run folder holds them",
+    )
     add_data_root(parser)
     args = parser.parse_args(argv)
     reader = get_dataset(args.dataset, resolve_data_root(args.data_root))
@@ -74,6 +82,17 @@ def main(argv: list[str] | None = None) -> int:
         device, bf16 = inference_options(args)
         result = evaluate_checkpoint(args.ckpt, reader, args.split, args.protocol, bf16, device)
     print(json.dumps(result, indent=2) if args.format == "json" else format_table(result))
+    if args.out:
+        from retinalight.rundirs import write_json, write_per_image
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        source = {"pred_dir": str(args.pred_dir)} if args.pred_dir else {"checkpoint": str(args.ckpt)}
+        protocol = {k: result[k] for k in ("protocol", "threshold", "pooled", "per_image", "mean", "std")}
+        write_json(
+            args.out / "metrics.json",
+            {"dataset": result["dataset"], "split": result["split"], **source, "protocols": {args.protocol: protocol}},
+        )
+        write_per_image(args.out / "per_image.csv", {args.protocol: protocol})
     return 0
 
 

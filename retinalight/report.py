@@ -1,6 +1,6 @@
 """A report of one experiment's runs: report.md with the summary table and PNG figures (headless matplotlib).
 
-  python -m retinalight.report runs/ablation_drive                  # the newest summary in that folder
+  python -m retinalight.report runs/ablation_drive                  # its one summary without overrides
   python -m retinalight.report results/retinagan_drive --label quick --out report/
   python -m retinalight.report runs/ablation_drive --compare LadderNet=peers/laddernet/    # 01_test.png-style maps
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,21 @@ PER_IMAGE = (("acc", "ACC"), ("se", "SE"), ("sp", "SP"))
 
 
 def find_summary(folder: Path, label: str | None) -> Path:
+    """summary-<label>.json, else the folder's one summary without overrides (summary-<profile>@<class>.json):
+    chosen by name, never by modification time (which a clone makes arbitrary); several is an error listing them."""
     if label:
         path = folder / f"summary-{label}.json"
         if not path.is_file():
             raise DataFileError(f"{path}: no such summary (run `python -m retinalight.fit` first)")
         return path
-    found = sorted(folder.glob("summary-*.json"), key=lambda p: p.stat().st_mtime)
+    found = sorted(folder.glob("summary-*.json"))
     if not found:
         raise DataFileError(f"{folder}: no summary-*.json (is this runs/<experiment>?)")
-    return found[-1]
+    plain = [p for p in found if not re.search(r"-[0-9a-f]{8}(@|$)", p.stem)] or found  # no overrides hash
+    if len(plain) > 1:
+        labels = ", ".join(p.stem.removeprefix("summary-") for p in plain)
+        raise DataFileError(f"{folder}: several summaries ({labels}); pass --label, e.g. --label {plain[0].stem.removeprefix('summary-')}")
+    return plain[0]
 
 
 def seed_folders(folder: Path, summary: dict, arm: str, protocol: str) -> list[Path]:
@@ -224,7 +231,7 @@ def write_report(
     image: str | None = None,
     compare: dict[str, Path] | None = None,
 ) -> Path:
-    """Figures and report.md for the summary `label` (default: the newest) of runs/<experiment> `folder`;
+    """Figures and report.md for the summary `label` (default: the one without overrides, `find_summary`) of runs/<experiment> `folder`;
     `compare` adds external prediction folders ({name: folder}), scored with the same protocols."""
     import matplotlib
 
@@ -299,16 +306,27 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m retinalight.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("folder", type=Path, help="runs/<experiment> (or results/<experiment>)")
-    parser.add_argument("--label", default=None, help="which summary: summary-<label>.json (default: the newest)")
+    parser.add_argument(
+        "--label",
+        default=None,
+        help="which summary: summary-<label>.json, e.g. fast@cpu-bf16 (default: the folder's only summary without overrides)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <folder>/report-<label>)")
     parser.add_argument("--image", default=None, help="test image id of the prediction panels (default: the first)")
     parser.add_argument(
         "--compare", nargs="+", default=[], metavar="NAME=DIR", help="external prediction folders (e.g. LadderNet=maps/) beside the arms"
     )
+    parser.add_argument("--index", action="store_true", help="write <folder>/INDEX.md instead: one line per summary below it (results/)")
     add_data_root(parser)
     args = parser.parse_args(argv)
     if not args.folder.is_dir():
         raise DataFileError(f"{args.folder}: not a folder")
+    if args.index:
+        from retinalight.summary import index_markdown
+
+        (args.folder / "INDEX.md").write_text(index_markdown(args.folder))
+        print(f"index: {args.folder / 'INDEX.md'}")
+        return 0
     compare = {}
     for item in args.compare:
         name, sep, path = item.partition("=")

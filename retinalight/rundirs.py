@@ -10,6 +10,7 @@ reports read run folders too.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import socket
@@ -59,6 +60,18 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
+
+
+def write_per_image(path: Path, results: dict) -> None:
+    """per_image.csv: protocol, id and every metric of each test image, for each protocol's result."""
+    from retinalight.metrics.segmentation import METRICS
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["protocol", "id", *METRICS])
+        for protocol, result in results.items():
+            for row in result["per_image"]:
+                writer.writerow([protocol, row["id"], *(f"{row[k]:.6f}" for k in METRICS)])
 
 
 def latest_interruption_checkpoint(folder: Path) -> Path | None:

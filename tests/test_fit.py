@@ -72,6 +72,18 @@ def test_saved_predictions_rescore_like_the_run(drive_run, data_root, capsys):
         assert abs(rescored[key] - recorded[key]) < 1e-6, key
 
 
+def test_evaluate_out_writes_a_run_folders_metrics_and_per_image_table(drive_run, data_root, tmp_path, capsys):
+    folder = seed_folder(drive_run, "sa_unet")
+    out = tmp_path / "scored"
+    assert evaluate_main(["--pred-dir", str(folder / "predictions"), "--out", str(out), "--data-root", str(data_root)]) == 0
+    capsys.readouterr()
+    fov_rows = [line for line in (folder / "per_image.csv").read_text().splitlines() if not line.startswith("image,")]  # header + fov
+    assert (out / "per_image.csv").read_text().splitlines() == fov_rows
+    scored = json.loads((out / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
+    recorded = json.loads((folder / "metrics.json").read_text())["protocols"]["fov"]["pooled"]
+    assert scored == pytest.approx(recorded, abs=1e-6)
+
+
 def test_evaluate_json_matches_sklearn_to_4_decimals(drive_run, data_root, capsys):
     import numpy as np
     from sklearn.metrics import f1_score, roc_auc_score

@@ -90,3 +90,15 @@ def test_loss_figure_leaves_out_a_validation_curve_no_run_has(tmp_path):
     two = plot_losses({"a": both}, tmp_path / "two", plt)
     assert Image.open(one).width < 0.6 * Image.open(two).width  # one panel, not an empty second one
     assert plot_losses({"a": tmp_path / "missing.csv"}, tmp_path / "none", plt) is None
+
+
+def test_report_picks_its_summary_by_name_never_by_time(tmp_path):
+    from retinalight.report import find_summary
+
+    for name in ("summary-quick@cpu-bf16.json", "summary-quick-1a2b3c4d@cpu-bf16.json"):
+        (tmp_path / name).write_text("{}")
+    assert find_summary(tmp_path, None).name == "summary-quick@cpu-bf16.json"  # overrides' tables only by --label
+    (tmp_path / "summary-fast@cpu-bf16.json").write_text("{}")
+    with pytest.raises(DataFileError, match="several summaries .*pass --label"):
+        find_summary(tmp_path, None)
+    assert find_summary(tmp_path, "fast@cpu-bf16").name == "summary-fast@cpu-bf16.json"

@@ -195,8 +195,10 @@ def test_a_second_fit_of_a_running_run_refuses_and_a_stale_lock_is_taken_over(tm
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (folder / ".lock").write_text(f"{os.uname().nodename} {dead.pid}\n")  # left by a process that is gone
+    handlers = [signal.getsignal(s) for s in interruption.SIGNALS]
     assert fit_run(config, folder, logger="none", data_root=str(data_root))
     assert not (folder / ".lock").exists()
+    assert [signal.getsignal(s) for s in interruption.SIGNALS] == handlers  # a library call keeps the caller's handlers
 
 
 @pytest.mark.slow

@@ -97,3 +97,13 @@ def test_command_names_the_module_a_run_was_started_as(monkeypatch):
     assert command_line() == "python -m retinalight.preprocess --bench"
     monkeypatch.setattr("sys.argv", [str(package / "fit.py"), "--exp", "ablation_drive"])
     assert command_line() == "python -m retinalight.fit --exp ablation_drive"
+
+
+def test_results_index_is_up_to_date():
+    """results/INDEX.md is what `python -m retinalight.report results --index` writes from the committed summaries."""
+    from pathlib import Path
+
+    from retinalight.summary import index_markdown
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    assert (results / "INDEX.md").read_text() == index_markdown(results), "run: python -m retinalight.report results --index"

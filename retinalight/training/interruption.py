@@ -28,6 +28,7 @@ from retinalight.errors import Interrupted
 
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 _received: list[int] = []  # the first signal received by this process (at most one entry)
+_handling: list[bool] = []  # non-empty inside `handling_signals`: only then are handlers (re)installed
 
 
 def _flag(signum: int, frame) -> None:
@@ -43,8 +44,9 @@ def received() -> int | None:
 
 
 def install() -> None:
-    """(Re)install the flag handler: Lightning replaces the SIGTERM handler while it fits."""
-    if threading.current_thread() is threading.main_thread():
+    """(Re)install the flag handler inside `handling_signals` (Lightning replaces the SIGTERM handler while it
+    fits); outside it (retinalight used as a library) the process keeps its own handlers."""
+    if _handling and threading.current_thread() is threading.main_thread():
         for signum in SIGNALS:
             signal.signal(signum, _flag)
 
@@ -57,10 +59,12 @@ def handling_signals():
         return
     previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
     _received.clear()
+    _handling.append(True)
     install()
     try:
         yield
     finally:
+        _handling.pop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _received.clear()

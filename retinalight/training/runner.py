@@ -5,7 +5,6 @@ Only rank 0 writes outside Lightning; folder names are deterministic, so all DDP
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import os
@@ -35,6 +34,7 @@ from retinalight.rundirs import (
     run_dir,
     run_lock,
     write_json,
+    write_per_image,
 )
 from retinalight.training import interruption
 from retinalight.training.callbacks import TimeToQuality
@@ -301,12 +301,7 @@ def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
     for pred in predictions:
         write_grey(folder / "predictions" / f"{pred.id}.png", (pred.prob * 255).round())
     results = {p: evaluate_predictions(predictions, p, config.evaluation.threshold) for p in config.evaluation.protocols}
-    with open(folder / "per_image.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["protocol", "id", *METRICS])
-        for protocol, result in results.items():
-            for row in result["per_image"]:
-                writer.writerow([protocol, row["id"], *(f"{row[k]:.6f}" for k in METRICS)])
+    write_per_image(folder / "per_image.csv", results)
     return results
 
 
