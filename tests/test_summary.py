@@ -107,3 +107,18 @@ def test_results_index_is_up_to_date():
 
     results = Path(__file__).resolve().parent.parent / "results"
     assert (results / "INDEX.md").read_text() == index_markdown(results), "run: python -m retinalight.report results --index"
+
+
+def test_every_committed_run_folder_is_named_by_a_committed_table():
+    """No orphan config folders in results/: each <exp>/<arm>/<profile>-<hash>/ is in some summary."""
+    import json
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    named = set()
+    for path in results.glob("*/summary-*.json"):
+        summary = json.loads(path.read_text())
+        for block in summary["protocols"].values():
+            named |= {(path.parent.name, arm, f"{summary['profile']}-{row['config_hash']}") for arm, row in block["arms"].items()}
+    folders = {(p.parent.parent.parent.name, p.parent.parent.name, p.parent.name) for p in results.glob("*/*/*/seed*")}
+    assert folders and folders <= named, sorted(folders - named)
