@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = {k: float(v) for k, v in written.items()}
     except ValueError:
         parser.error(f"scores are numbers, got {written}")
-    eps = args.eps if args.eps is not None else (0.5 * 10.0**-args.decimals if args.decimals is not None else tolerance(written))
+    eps = tolerance(written, args.eps, args.decimals)
     rows = check_scores(args.dataset, args.split, scores, eps, args.timeout)
     print(f"{args.dataset} {args.split}, first annotator; {', '.join(f'{k} {v}' for k, v in written.items())}; tolerance {eps:g}")
     print(f"{'region':<8}{'aggregation':<13}verdict")

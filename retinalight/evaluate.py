@@ -17,6 +17,7 @@ from pathlib import Path
 
 from retinalight.cli import add_data_root, add_inference_options, inference_options, resolve_data_root, run_main
 from retinalight.data.datasets import SPLITS, get_dataset
+from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import METRICS, PROTOCOLS, evaluate_predictions
 
 
@@ -85,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         from retinalight.rundirs import write_json, write_per_image
 
-        args.out.mkdir(parents=True, exist_ok=True)
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataFileError(f"--out {args.out}: cannot create the folder ({err.strerror or err})") from None
         source = {"pred_dir": str(args.pred_dir)} if args.pred_dir else {"checkpoint": str(args.ckpt)}
         protocol = {k: result[k] for k in ("protocol", "threshold", "pooled", "per_image", "mean", "std")}
         write_json(

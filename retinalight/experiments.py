@@ -316,16 +316,16 @@ def list_experiments() -> list[str]:
 
 
 def find_experiment(name: str) -> Path:
-    """A path to a YAML file, or a name looked up in `experiment_dirs()`."""
+    """A path to a YAML file, or a name looked up in `experiment_dirs()` (first match: `experiment_sources`)."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise ConfigError(f"{path}: experiment file not found")
         return path
-    for folder in experiment_dirs():
-        if (folder / f"{name}.yaml").is_file():
-            return folder / f"{name}.yaml"
-    known = list_experiments()
+    sources = experiment_sources()
+    if name in sources:
+        return sources[name]
+    known = list(sources)
     raise UnknownNameError(f"unknown experiment {name!r}{close_matches(name, known)}; available: {', '.join(known)}")
 
 

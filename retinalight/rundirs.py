@@ -74,10 +74,20 @@ def write_per_image(path: Path, results: dict) -> None:
                 writer.writerow([protocol, row["id"], *(f"{row[k]:.6f}" for k in METRICS)])
 
 
+def interruption_checkpoints(folder: Path) -> list[Path]:
+    """The run's `hpc_ckpt_<n>.ckpt` (saved at a batch boundary when a signal stopped it), by n; Lightning's
+    name, so its own "hpc" lookup would find them too."""
+    return sorted(folder.glob("hpc_ckpt_*.ckpt"), key=lambda p: int(p.stem.rpartition("_")[2] or 0))
+
+
 def latest_interruption_checkpoint(folder: Path) -> Path | None:
-    """The newest `hpc_ckpt_<n>.ckpt` (saved at a batch boundary when a signal stopped the run), if any."""
-    saved = list(folder.glob("hpc_ckpt_*.ckpt"))
-    return max(saved, key=lambda p: int(p.stem.rpartition("_")[2] or 0)) if saved else None
+    saved = interruption_checkpoints(folder)
+    return saved[-1] if saved else None
+
+
+def next_interruption_checkpoint(folder: Path) -> Path:
+    latest = latest_interruption_checkpoint(folder)
+    return folder / f"hpc_ckpt_{int(latest.stem.rpartition('_')[2]) + 1 if latest else 1}.ckpt"
 
 
 def process_alive(pid: int) -> bool:

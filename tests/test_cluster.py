@@ -4,27 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
-
-SMOKE = [sys.executable, "-m", "retinalight.fit", "--exp", "smoke_synthetic", "--arm", "unet", "--logger", "none"]
-LONG = ["--set", "data.samples_per_epoch=480", "trainer.max_epochs=2", "trainer.deterministic=true"]
-
-
-def _only(folder: Path, pattern: str) -> Path:
-    found = list(folder.glob(pattern))
-    assert len(found) == 1, found
-    return found[0]
-
-
-def _wait_for(condition, proc, timeout=240.0):
-    start = time.time()
-    while not condition():
-        assert proc.poll() is None, "the run ended before the test could preempt it"
-        assert time.time() - start < timeout, "timed out"
-        time.sleep(0.05)
-
 
 CLUSTER = Path(__file__).resolve().parent.parent / "cluster"
 

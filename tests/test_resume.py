@@ -142,11 +142,9 @@ def test_kill_then_resume_gives_the_uninterrupted_weights_with_loader_workers(tm
 
 
 def test_sigterm_under_slurm_requeues_like_a_preemption(tmp_path, monkeypatch):
-    calls = tmp_path / "scontrol.log"
-    (tmp_path / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    (tmp_path / "scontrol").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    slurm, calls = _slurm_env(tmp_path)
+    monkeypatch.setenv("PATH", slurm["PATH"])
+    monkeypatch.setenv("SLURM_JOB_ID", slurm["SLURM_JOB_ID"])
     with interruption.handling_signals():
         os.kill(os.getpid(), signal.SIGTERM)
         with pytest.raises(Interrupted) as stop:

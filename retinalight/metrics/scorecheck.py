@@ -29,10 +29,13 @@ def decimals_of(value: float | str) -> int:
     return len(text.partition(".")[2]) if "e" not in text.lower() else 6
 
 
-def tolerance(scores: dict[str, float | str], eps: float | None = None) -> float:
-    """`eps`, else half a unit in the last place of the scores as published: the most decimals any of them has
-    (a table prints every column alike; a float drops trailing zeros, 0.980 -> 0.98)."""
-    return eps if eps is not None else 0.5 * 10.0 ** -max(decimals_of(v) for v in scores.values())
+def tolerance(scores: dict[str, float | str], eps: float | None = None, decimals: int | None = None) -> float:
+    """`eps`, else half a unit in the last of `decimals` places, else in the last place of the scores as
+    published: the most decimals any of them has (a table prints every column alike; a float drops trailing
+    zeros, 0.980 -> 0.98)."""
+    if eps is not None:
+        return eps
+    return 0.5 * 10.0 ** -(decimals if decimals is not None else max(decimals_of(v) for v in scores.values()))
 
 
 def _bundle(dataset: str, split: str):
@@ -104,7 +107,9 @@ def consistent_with(rows: list[dict]) -> str:
     text = "; ".join(f"{r['region']}, {r['aggregation']}" for r in rows if r["verdict"] == "consistent") or "none"
     missing = sorted({r["region"] for r in rows if r["verdict"] == "no counts"})
     undecided = [f"{r['region']}, {r['aggregation']}" for r in rows if r["verdict"] == "undecided"]
-    notes = [f"no {'/'.join(missing).upper()} pixel counts for this dataset"] * bool(missing) + [
-        f"undecided: {'; '.join(undecided)}"
-    ] * bool(undecided)
+    notes = []
+    if missing:
+        notes.append(f"no {'/'.join(missing).upper()} pixel counts for this dataset")
+    if undecided:
+        notes.append(f"undecided: {'; '.join(undecided)}")
     return text + (f" ({'; '.join(notes)})" if notes else "")

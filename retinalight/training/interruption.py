@@ -25,6 +25,7 @@ from pathlib import Path
 import lightning as L
 
 from retinalight.errors import Interrupted
+from retinalight.rundirs import next_interruption_checkpoint
 
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
 _received: list[int] = []  # the first signal received by this process (at most one entry)
@@ -114,7 +115,7 @@ class Interruption(L.Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if not trainer.strategy.reduce_boolean_decision(received() is not None, all=False):
             return
-        path = self.folder / f"hpc_ckpt_{len(list(self.folder.glob('hpc_ckpt_*.ckpt'))) + 1}.ckpt"
+        path = next_interruption_checkpoint(self.folder)
         partial = self.folder / ".checkpoint.partial"  # not hpc_ckpt_*: Lightning's "hpc" resume would count it
         trainer.save_checkpoint(partial)
         if trainer.is_global_zero:

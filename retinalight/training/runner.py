@@ -29,6 +29,7 @@ from retinalight.provenance import provenance
 from retinalight.rundirs import (
     check_identity,
     clear_run,
+    interruption_checkpoints,
     is_complete,
     latest_interruption_checkpoint,
     run_dir,
@@ -173,7 +174,7 @@ def fit_run(
             "protocols": metrics,
         }
         write_json(folder / "metrics.json", summary)
-        for spent in [*folder.glob("hpc_ckpt_*.ckpt"), folder / "trained.json"]:  # the run is complete
+        for spent in [*interruption_checkpoints(folder), folder / "trained.json"]:  # the run is complete
             spent.unlink()
         log_test_metrics(loggers, summary)
         return summary
