@@ -16,14 +16,15 @@ from retinalight.errors import close_matches
 COMMANDS = {  # name: (module with main(argv), what it does)
     "fit": ("retinalight.fit", "train and test an experiment's arms x seeds, print its table"),
     "evaluate": ("retinalight.evaluate", "score a checkpoint, or any method's folder of maps, on a dataset split"),
-    "predict": ("retinalight.predict", "segment fundus images with a checkpoint or an exported model"),
+    "predict": ("retinalight.predict", "segment fundus images with shipped weights, a checkpoint or an exported model"),
     "export": ("retinalight.export", "export a checkpoint's network to ONNX or TorchScript"),
     "report": ("retinalight.report", "report.md with figures from an experiment's runs"),
     "sweep": ("retinalight.sweep", "run a W&B sweep file's runs here, without a W&B server"),
     "bench": ("retinalight.bench", "training and inference speed here, and the GPU check"),
-    "data": ("retinalight.data.__main__", "check, import or download DRIVE and CHASE_DB1"),
+    "data": ("retinalight.data.__main__", "list, check, import or download the datasets (DRIVE, CHASE_DB1, STARE, HRF)"),
     "models": ("retinalight.models.__main__", "list the model registry"),
     "preprocess": ("retinalight.preprocess.__main__", "write CLAHE or ACE preprocessed images"),
+    "weights": ("retinalight.weights.__main__", "list the shipped pretrained weights, or rebuild one from its recipe"),
     "check-scores": ("retinalight.check_scores", "which protocol a published ACC/SE/SP can have come from"),
 }
 

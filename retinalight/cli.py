@@ -10,7 +10,7 @@ from pathlib import Path
 
 from retinalight.errors import Interrupted, RetinalightError
 
-DATA_ROOT_HELP = "folder holding DRIVE/ and CHASE_DB1/ (default: $RETINALIGHT_DATA, else ./data)"
+DATA_ROOT_HELP = "folder holding the dataset folders: DRIVE/, CHASE_DB1/, ... (default: $RETINALIGHT_DATA, else ./data)"
 
 
 LOGGERS = ("csv", "wandb", "none")  # fit --logger: csv curves in the run folder; wandb adds W&B; none

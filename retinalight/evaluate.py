@@ -2,6 +2,7 @@
 
   python -m retinalight.evaluate --pred-dir runs/ablation_drive/sa_unet/quick-<hash>/seed0/predictions --dataset drive
   python -m retinalight.evaluate --ckpt runs/ablation_drive/sa_unet/quick-<hash>/seed0/checkpoints/last.ckpt --format json
+  python -m retinalight.evaluate --model sa_unet-chase_db1 --dataset chase_db1      # weights shipped with the package
 
 --pred-dir holds one image per test image, any mode Pillow reads, read as 8-bit grey: value / 255 is the
 vessel probability (binary maps are fine). Files may be named as peers ship them: the id (DRIVE 01..20 or 1..20,
@@ -16,7 +17,7 @@ import json
 from pathlib import Path
 
 from retinalight.cli import add_data_root, add_inference_options, inference_options, resolve_data_root, run_main
-from retinalight.data.datasets import SPLITS, get_dataset
+from retinalight.data.datasets import SPLITS, dataset_names, get_dataset
 from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import METRICS, PROTOCOLS, evaluate_predictions
 
@@ -48,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--pred-dir", metavar="DIR", help="folder of predictions, one <id>.png (or .gif/.tif) per image")
     source.add_argument("--ckpt", metavar="PATH", help="a retinalight checkpoint to run on the split")
-    parser.add_argument("--dataset", default="drive", choices=["drive", "chase_db1"], help="default: drive")
+    source.add_argument("--model", metavar="NAME", help="weights shipped with retinalight (python -m retinalight.weights list)")
+    parser.add_argument("--dataset", default="drive", choices=dataset_names(files_only=True), help="default: drive")
     parser.add_argument("--split", default="test", choices=SPLITS, help="default: test")
     parser.add_argument(
         "--protocol", default="fov", choices=list(PROTOCOLS), help="fov: pixels inside the FOV (default); image: every pixel"
@@ -81,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             print("matched files: " + ", ".join(f"{f} -> {i}" for i, f in renamed.items()))
     else:
         device, bf16 = inference_options(args)
+        if args.model:
+            from retinalight.weights import weights_path
+
+            args.ckpt = str(weights_path(args.model))
         result = evaluate_checkpoint(args.ckpt, reader, args.split, args.protocol, bf16, device)
     print(json.dumps(result, indent=2) if args.format == "json" else format_table(result))
     if args.out:
@@ -91,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as err:
             raise DataFileError(f"--out {args.out}: cannot create the folder ({err.strerror or err})") from None
         source = {"pred_dir": str(args.pred_dir)} if args.pred_dir else {"checkpoint": str(args.ckpt)}
+        source |= {"model": args.model} if args.model else {}
         protocol = {k: result[k] for k in ("protocol", "threshold", "pooled", "per_image", "mean", "std")}
         write_json(
             args.out / "metrics.json",

@@ -7,24 +7,31 @@ Every problem (unknown key, wrong type, unknown model or argument) is one line n
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
 import importlib.util
 import json
-import math
 import os
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from retinalight.data.datasets import VAL_MODES
-from retinalight.data.transforms import CROP_SAMPLING
+from retinalight.config import (
+    SECTIONS,
+    DataConfig,
+    EvaluationConfig,
+    GANConfig,
+    LoggerConfig,
+    LossConfig,
+    ModelConfig,
+    OptimizerConfig,
+    TrainerConfig,
+    build_section,
+    join,
+)
 from retinalight.errors import ConfigError, RetinalightError, UnknownNameError, close_matches
 from retinalight.hardware import (
     SPEED_CLASSES,
@@ -38,113 +45,6 @@ from retinalight.hardware import (
 DEFAULT_PROFILE = "paper"
 
 
-@dataclass
-class DataConfig:
-    dataset: str = "drive"
-    data_root: str | None = None  # None: --data-root, else $RETINALIGHT_DATA, else ./data
-    batch_size: int = 8
-    samples_per_epoch: int = 256
-    crop_size: int | None = None  # None: whole padded images
-    crop_sampling: str = "uniform"  # crop centres: uniform, fov (inside the FOV), vessel (half on vessels)
-    val_count: int = 0  # original training images held out for validation (0: train on all, as the paper)
-    val_seed: int = 0
-    val_mode: str = "holdout"  # holdout | augmented (the paper's, leaks) | test (monitoring curve only)
-    augment: dict | str = field(default_factory=dict)  # {name: kwargs} or a preset name ("official")
-    preprocess: dict | str | None = None  # none, clahe, ace, or {name: clahe, clip_limit: 2.0, ...} (retinalight.preprocess)
-    resize: int | None = None  # train and predict on resize x resize images, score at the original size (Retina-GAN: 512)
-    pad_multiple: int = 16
-    num_workers: int | str = "auto"  # loader processes; auto: 0 on a CPU, the cores shared among GPUs on CUDA (retinalight.hardware)
-    pin_memory: bool | str = "auto"  # page-locked batches for fast host-to-GPU copies; auto: on CUDA only
-    dataset_kwargs: dict = field(default_factory=dict)
-
-
-@dataclass
-class LossConfig:
-    pos_weight: float | None = None  # BCE weight of vessel pixels
-    dice_weight: float = 0.0  # add dice_weight * Dice (smp's DiceLoss) to BCE
-
-
-@dataclass
-class OptimizerConfig:
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "multistep"  # multistep (by epoch: milestones, gamma) | cosine (by step, after warm-up)
-    milestones: list = field(default_factory=lambda: [100])  # epochs where lr is multiplied by gamma
-    gamma: float = 0.1
-    warmup_steps: int = 0  # linear warm-up from lr/10 (cosine schedule)
-    drop_ramp: float = 0.0  # share of the steps over which DropBlock's rate ramps up from 0 (Ghiasi et al. 2018)
-
-
-@dataclass
-class TrainerConfig:
-    max_epochs: int = 150
-    accelerator: str = "auto"
-    devices: Any = 1
-    strategy: str = "auto"
-    num_nodes: int = 1  # machines (SLURM: --nodes); devices is per machine
-    sync_batchnorm: bool = False  # one BatchNorm over the global batch under DDP (the BatchNorm arms)
-    precision: str = "auto"  # auto: bf16-mixed where native (CUDA with bf16, AVX-512 BF16/AMX CPUs), 16-mixed on older GPUs, else 32-true
-    compile: bool = False
-    channels_last: bool | str = "auto"  # auto: on (measured faster on every class; retinalight.hardware)
-    flush_denormal: bool | str = "auto"  # auto: on for fp32 training on a CPU (denormals cost up to 4x there; retinalight.hardware)
-    deterministic: bool = False
-    log_every_n_steps: int = 10
-    check_val_every_n_epoch: int = 1
-
-
-@dataclass
-class EvaluationConfig:
-    protocols: list = field(default_factory=lambda: ["fov", "image"])
-    threshold: float = 0.5
-    test_checkpoint: str = "last"  # "last" (as the official SA-UNet code) or "best" (by monitor)
-    monitor: str = "val/auc"
-    val_auc_thresholds: int | None = 1000  # binned AUROC per epoch (constant memory); None = exact
-    patch_size: int | None = None  # test on patches of this side (sliding window), regrouped; None: whole images
-    patch_overlap: int = 0  # pixels shared by neighbouring test patches (averaged)
-
-
-@dataclass
-class GANConfig:
-    """Used by `module: gan` runs only (see retinalight.training.gan.GANModule)."""
-
-    discriminator: dict = field(default_factory=lambda: {"name": "patch_discriminator"})  # a registered model + its arguments
-    discriminator_input: str = "green"  # fundus channels beside the map: green | gray | rgb (the paper: one channel)
-    pixel_weight: float = 10.0  # weight of the segmentation loss in the generator loss (0: the paper's minimax loss)
-    adversarial_weight: float = 1.0
-    adversarial_warmup: int = 0  # batches over which the adversarial weight ramps linearly from 0 (the generator learns to segment first)
-    d_steps: int = 1  # discriminator updates per generator update
-    d_lr: float | None = None  # None: optimizer.lr
-    betas: list = field(default_factory=lambda: [0.5, 0.999])  # Adam betas of both networks
-    clip_grad_norm: float | None = None
-
-
-@dataclass
-class LoggerConfig:
-    project: str = "retinalight"
-    entity: str | None = None
-    tags: list = field(default_factory=list)
-
-
-@dataclass
-class ModelConfig:
-    name: str
-    kwargs: dict = field(default_factory=dict)
-
-    def build(self):
-        from retinalight.models import create_model
-
-        return create_model(self.name, **self.kwargs)
-
-
-SECTIONS = {
-    "data": DataConfig,
-    "loss": LossConfig,
-    "optimizer": OptimizerConfig,
-    "trainer": TrainerConfig,
-    "evaluation": EvaluationConfig,
-    "gan": GANConfig,
-    "logger": LoggerConfig,
-}
 MODULES = ("segmentation", "gan")  # which LightningModule trains an arm (`module:` in the file or an arm)
 
 
@@ -215,6 +115,7 @@ ADDED_KEYS = {
     ("trainer", "sync_batchnorm"): False,
     ("trainer", "flush_denormal"): False,
     ("gan", "adversarial_warmup"): 0,
+    ("gan", "discriminator_scope"): "patch",
 }
 
 
@@ -421,16 +322,13 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
         if not isinstance(spec, dict) or "model" not in spec:
             raise ConfigError(f"{where}: needs a model (e.g. model: {{name: sa_unet}})")
         _check_keys(spec, ARM_KEYS, where)
-        sections = {k: _build(cls, deep_merge(raw.get(k) or {}, spec.get(k) or {}), k, where) for k, cls in SECTIONS.items()}
-        for name, section in sections.items():
-            _check_choices(name, section, where)
-            _check_domains(name, section, where)
+        sections = {k: build_section(cls, deep_merge(raw.get(k) or {}, spec.get(k) or {}), k, where) for k, cls in SECTIONS.items()}
         module = spec.get("module", raw.get("module", "segmentation"))
         if module not in MODULES:
             raise ConfigError(f"'{where}.module' = {module!r}: choose from {', '.join(MODULES)}{close_matches(str(module), MODULES)}")
         _check_run(sections, where)
         if module == "gan":
-            _check_gan(sections["gan"], f"{where}.gan")
+            _check_gan(sections, where)
         model = _model(spec["model"], f"{where}.model")
         arms[arm] = {"model": model, "paper": spec.get("paper") or {}, "sections": sections, "module": module}
     run_arms = raw.get("run_arms") or list(arms)
@@ -480,85 +378,6 @@ def resolve_hardware(sections: dict, hardware: str) -> None:
     data.pin_memory = hardware == "cuda" if data.pin_memory == "auto" else bool(data.pin_memory)
 
 
-# Values with a fixed set of choices, checked at load so that a typo fails before any training.
-CHOICES = {
-    ("data", "dataset"): ("drive", "chase_db1", "synthetic"),
-    ("data", "val_mode"): VAL_MODES,
-    ("data", "crop_sampling"): CROP_SAMPLING,
-    ("optimizer", "schedule"): ("multistep", "cosine"),
-    ("evaluation", "test_checkpoint"): ("last", "best"),
-    ("evaluation", "protocols"): ("fov", "image"),
-}
-
-
-def _check_choices(section: str, config: Any, where: str) -> None:
-    for (name, key), allowed in CHOICES.items():
-        if name != section:
-            continue
-        value = getattr(config, key)
-        for item in value if isinstance(value, list) else [value]:
-            if item not in allowed:
-                raise ConfigError(
-                    f"'{_join(where, f'{section}.{key}')}' = {item!r}: choose from {', '.join(allowed)}{close_matches(str(item), allowed)}"
-                )
-
-
-def _positive(v) -> bool:
-    return v > 0 and math.isfinite(v)
-
-
-def _at_least(bound):
-    return lambda v: v >= bound
-
-
-PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
-
-
-# Values with a domain, checked at load so that a bad value fails before any data is read: (section, key) ->
-# (test, what the value must be). None passes where the type allows it (e.g. crop_size: null).
-DOMAINS = {
-    ("data", "batch_size"): (_at_least(1), "an integer >= 1"),
-    ("data", "samples_per_epoch"): (_at_least(1), "an integer >= 1"),
-    ("data", "crop_size"): (lambda v: v >= 16 and v % 16 == 0, "null (whole images) or a multiple of 16 >= 16"),
-    ("data", "resize"): (lambda v: v >= 16 and v % 16 == 0, "null (original size) or a multiple of 16 >= 16"),
-    ("data", "val_count"): (_at_least(0), "an integer >= 0"),
-    ("data", "pad_multiple"): (lambda v: v >= 16 and v % 16 == 0, "a multiple of 16 (the networks halve the input up to 4 times)"),
-    ("data", "num_workers"): (lambda v: v == "auto" or (isinstance(v, int) and v >= 0), "auto or an integer >= 0"),
-    ("data", "pin_memory"): (lambda v: v in ("auto", True, False), "auto, true or false"),
-    ("loss", "pos_weight"): (_positive, "null or a number > 0"),
-    ("loss", "dice_weight"): (_at_least(0), "a number >= 0"),
-    ("optimizer", "lr"): (lambda v: 0 < v < 1, "a number between 0 and 1 (exclusive)"),
-    ("optimizer", "weight_decay"): (_at_least(0), "a number >= 0"),
-    ("optimizer", "gamma"): (lambda v: 0 < v <= 1, "a number in (0, 1]"),
-    ("optimizer", "milestones"): (lambda v: all(isinstance(m, int) and m >= 1 for m in v), "a list of epochs (integers >= 1)"),
-    ("optimizer", "warmup_steps"): (_at_least(0), "an integer >= 0"),
-    ("optimizer", "drop_ramp"): (lambda v: 0 <= v <= 1, "a share of the steps in [0, 1]"),
-    ("trainer", "max_epochs"): (_at_least(1), "an integer >= 1"),
-    ("trainer", "num_nodes"): (_at_least(1), "an integer >= 1"),
-    ("trainer", "log_every_n_steps"): (_at_least(1), "an integer >= 1"),
-    ("trainer", "check_val_every_n_epoch"): (_at_least(1), "an integer >= 1"),
-    ("trainer", "precision"): (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-    ("trainer", "channels_last"): (lambda v: v in ("auto", True, False), "auto, true or false"),
-    ("trainer", "flush_denormal"): (lambda v: v in ("auto", True, False), "auto, true or false"),
-    ("trainer", "devices"): (
-        lambda v: v == "auto" or (isinstance(v, int) and v >= 1) or isinstance(v, list),
-        "auto, a count >= 1 or a list of ids",
-    ),
-    ("evaluation", "threshold"): (lambda v: 0 < v < 1, "a probability between 0 and 1 (exclusive)"),
-    ("evaluation", "val_auc_thresholds"): (_at_least(2), "null (exact) or an integer >= 2"),
-    ("evaluation", "patch_size"): (lambda v: v >= 16 and v % 16 == 0, "null (whole images) or a multiple of 16 >= 16"),
-    ("evaluation", "patch_overlap"): (_at_least(0), "an integer >= 0, less than evaluation.patch_size"),
-}
-TRAINING_IMAGES = {"drive": 20, "chase_db1": 20}  # the official training splits
-
-
-def _check_domains(section: str, config: Any, where: str) -> None:
-    for (name, key), (test, must) in DOMAINS.items():
-        value = getattr(config, key) if name == section else None
-        if value is not None and not test(value):
-            raise ConfigError(f"'{_join(where, f'{section}.{key}')}' = {value!r}: must be {must}")
-
-
 def _check_run(sections: dict, where: str) -> None:
     """Checks that span keys: held-out images against the dataset, and a test-set curve that selects nothing."""
     from retinalight.data.transforms import build_augmentation
@@ -569,51 +388,50 @@ def _check_run(sections: dict, where: str) -> None:
     try:  # typos in augmentation names or arguments fail here, not in the first training step
         build_augmentation(data.augment, (64, 64))
     except ConfigError as err:
-        raise ConfigError(f"'{_join(where, 'data.augment')}': {err}") from None
+        raise ConfigError(f"'{join(where, 'data.augment')}': {err}") from None
     try:
         build_preprocess(data.preprocess, cache_dir=False)
     except ConfigError as err:
         raise ConfigError(f"{where + ': ' if where else ''}{err}") from None
-    count = data.dataset_kwargs.get("count", 16)  # synthetic: the last quarter is the test split
-    available = TRAINING_IMAGES.get(data.dataset) or count - max(1, count // 4)
+    from retinalight.data.datasets import get_dataset
+
+    try:
+        available = len(get_dataset(data.dataset, ".", **data.dataset_kwargs).ids("training"))
+    except TypeError as err:
+        raise ConfigError(f"'{join(where, 'data.dataset_kwargs')}': {err}") from None
     if data.val_mode == "holdout" and available and data.val_count >= available:
         raise ConfigError(
-            f"'{_join(where, 'data.val_count')}' = {data.val_count}: {data.dataset} has {available} training images; hold out at most {available - 1}"
+            f"'{join(where, 'data.val_count')}' = {data.val_count}: {data.dataset} has {available} training images; hold out at most {available - 1}"
         )
     if evaluation.patch_size and evaluation.patch_overlap >= evaluation.patch_size:
         raise ConfigError(
-            f"'{_join(where, 'evaluation.patch_overlap')}' = {evaluation.patch_overlap}: must be less than patch_size {evaluation.patch_size}"
+            f"'{join(where, 'evaluation.patch_overlap')}' = {evaluation.patch_overlap}: must be less than patch_size {evaluation.patch_size}"
         )
     if data.val_mode == "test" and evaluation.test_checkpoint != "last":
         raise ConfigError(
-            f"'{_join(where, 'evaluation.test_checkpoint')}' = {evaluation.test_checkpoint!r}: with data.val_mode=test the curve is drawn "
+            f"'{join(where, 'evaluation.test_checkpoint')}' = {evaluation.test_checkpoint!r}: with data.val_mode=test the curve is drawn "
             "on the test images, which must never select a checkpoint; use test_checkpoint: last, or val_mode: holdout"
         )
 
 
-def _check_gan(gan: GANConfig, where: str) -> None:
-    """The discriminator must be a registered model taking `in_channels`; weights and steps in range."""
-    from retinalight.training.gan import DISCRIMINATOR_INPUTS
-
-    if gan.discriminator_input not in DISCRIMINATOR_INPUTS:
-        raise ConfigError(f"'{where}.discriminator_input' = {gan.discriminator_input!r}: choose from {', '.join(DISCRIMINATOR_INPUTS)}")
+def _check_gan(sections: dict, where: str) -> None:
+    """The discriminator must be a registered model taking `in_channels` (its fields are checked by `build_section`);
+    an image-scope discriminator needs whole training images that split into the evaluation patch grid."""
+    gan, data, evaluation = sections["gan"], sections["data"], sections["evaluation"]
+    at = f"{where}.gan"
     if not isinstance(gan.discriminator, dict) or "name" not in gan.discriminator:
-        raise ConfigError(f"'{where}.discriminator' needs a name (a registered model), e.g. {{name: patch_discriminator}}")
+        raise ConfigError(f"'{at}.discriminator' needs a name (a registered model), e.g. {{name: patch_discriminator}}")
     if "in_channels" in gan.discriminator:
-        raise ConfigError(f"'{where}.discriminator.in_channels': set by {where}.discriminator_input (the map adds one channel)")
-    _model(gan.discriminator, f"{where}.discriminator")
-    if not isinstance(gan.betas, list) or len(gan.betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in gan.betas):
-        raise ConfigError(f"'{where}.betas' = {gan.betas!r}: must be two numbers in [0, 1)")
-    for key, test, must in (
-        ("pixel_weight", lambda v: v >= 0, "a number >= 0"),
-        ("adversarial_weight", lambda v: v > 0, "a number > 0"),
-        ("d_steps", lambda v: v >= 1, "an integer >= 1"),
-        ("adversarial_warmup", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0 (batches)"),
-        ("d_lr", lambda v: v is None or 0 < v < 1, "null (optimizer.lr) or a number between 0 and 1"),
-        ("clip_grad_norm", lambda v: v is None or v > 0, "null or a number > 0"),
-    ):
-        if not test(getattr(gan, key)):
-            raise ConfigError(f"'{where}.{key}' = {getattr(gan, key)!r}: must be {must}")
+        raise ConfigError(f"'{at}.discriminator.in_channels': set by {at}.discriminator_input (the map adds one channel)")
+    _model(gan.discriminator, f"{at}.discriminator")
+    if gan.discriminator_scope == "image":
+        size = evaluation.patch_size
+        if data.crop_size is not None or not data.resize or not size or data.resize % size:
+            raise ConfigError(
+                f"'{at}.discriminator_scope' = 'image' trains on whole images cut into the evaluation patch grid: it needs "
+                f"data.crop_size null, data.resize and evaluation.patch_size dividing it (got crop_size {data.crop_size}, "
+                f"resize {data.resize}, patch_size {size})"
+            )
 
 
 def _model(spec: Any, where: str) -> ModelConfig:
@@ -638,46 +456,4 @@ def _model(spec: Any, where: str) -> ModelConfig:
 def _check_keys(raw: dict, allowed: set[str], where: str) -> None:
     for key in raw:
         if key not in allowed:
-            raise ConfigError(f"unknown key '{_join(where, key)}'{close_matches(str(key), allowed)}")
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _build(cls, values: Any, section: str, where: str):
-    if not isinstance(values, dict):
-        raise ConfigError(f"'{_join(where, section)}' must be a mapping")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    values = dict(values)
-    for key, value in values.items():
-        if key not in hints:
-            raise ConfigError(f"unknown key '{section}.{key}'{close_matches(key, names)}")
-        if isinstance(value, str) and float in (typing.get_args(hints[key]) or (hints[key],)):
-            with contextlib.suppress(ValueError):  # PyYAML reads 1e-3 (no dot) as a string
-                value = values[key] = float(value)
-        if not _type_ok(value, hints[key]):
-            raise ConfigError(f"'{section}.{key}' must be {_type_name(hints[key])}, got {value!r}")
-    return cls(**values)
-
-
-def _type_ok(value: Any, hint: Any) -> bool:
-    if hint is Any:
-        return True
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
-    for option in options:
-        option = typing.get_origin(option) or option
-        if option is type(None) and value is None:
-            return True
-        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return True
-        if option not in (int, float, type(None)) and isinstance(value, option):
-            return True
-    return False
-
-
-def _type_name(hint: Any) -> str:
-    return " or ".join(getattr(t, "__name__", str(t)).replace("NoneType", "null") for t in (typing.get_args(hint) or (hint,)))
+            raise ConfigError(f"unknown key '{join(where, key)}'{close_matches(str(key), allowed)}")

@@ -114,9 +114,9 @@ def _inference(state: dict, folder: Path, device: str, data_root: Path) -> str:
 
 def _speed(device: torch.device) -> str:
     """SA-UNet's training step and inference at the precision `auto` picks on `device`, with peak GPU memory."""
-    from retinalight.bench import bench_variant, forward_flops
     from retinalight.hardware import inference_bf16
     from retinalight.models import create_model
+    from retinalight.timing import bench_variant, forward_flops
 
     model = create_model("sa_unet")
     flops = {

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from retinalight.config import EvaluationConfig, ModelConfig, section
 from retinalight.data.geometry import pad, padded_size, resize_back, resize_sample_arrays
 from retinalight.data.patches import extract_patches, merge_patches
 from retinalight.data.tensors import image_to_tensor
@@ -118,15 +119,13 @@ def predict_samples(
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the network of a retinalight checkpoint. Uses `weights_only=True`: no pickled code runs.
     Returns (model, hyper-parameters); `checkpoint_inputs(hparams)` says how its run prepared images."""
-    from retinalight.models import create_model
-
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"{path}: checkpoint not found")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
         hparams = ckpt["hyper_parameters"]
-        model = create_model(hparams["model"]["name"], **hparams["model"].get("kwargs", {}))
+        model = section(ModelConfig, hparams["model"]).build()
         state = {k.removeprefix("model.").replace("_orig_mod.", ""): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(state)
     except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as err:
@@ -138,12 +137,12 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, d
 def image_preparation(hparams: dict) -> dict:
     """How a checkpoint's run prepared its images, as plain values (what an exported model stores):
     preprocess (a `retinalight.preprocess` spec), resize, patch_size, patch_overlap."""
-    evaluation = hparams.get("evaluation") or {}
+    evaluation = section(EvaluationConfig, hparams.get("evaluation"))
     return {
         "preprocess": hparams.get("preprocess"),
         "resize": hparams.get("resize"),
-        "patch_size": evaluation.get("patch_size"),
-        "patch_overlap": evaluation.get("patch_overlap", 0),
+        "patch_size": evaluation.patch_size,
+        "patch_overlap": evaluation.patch_overlap,
     }
 
 
@@ -151,12 +150,9 @@ def prediction_inputs(preparation: dict) -> dict:
     """`image_preparation`'s values as `predict_samples` takes them: the preprocess spec built into a callable."""
     from retinalight.preprocess import build_preprocess
 
-    return {
-        "preprocess": build_preprocess(preparation.get("preprocess")),
-        "resize": preparation.get("resize"),
-        "patch_size": preparation.get("patch_size"),
-        "patch_overlap": preparation.get("patch_overlap", 0),
-    }
+    defaults = image_preparation({})  # keys an older export lacks take the config defaults
+    values = {key: preparation.get(key, default) for key, default in defaults.items()}
+    return {**values, "preprocess": build_preprocess(values["preprocess"])}
 
 
 def checkpoint_inputs(hparams: dict) -> dict:

@@ -1,5 +1,6 @@
-"""Segment vessels in fundus images of any size with a trained checkpoint.
+"""Segment vessels in fundus images of any size with a trained checkpoint or the weights shipped with the package.
 
+  python -m retinalight.predict --model sa_unet-drive --input photo.jpg --out predicted/      # no training needed
   python -m retinalight.predict --ckpt runs/ablation_drive/sa_unet/quick-<hash>/seed0/checkpoints/last.ckpt --input photos/ --out predicted/
   python -m retinalight.predict --onnx sa_unet.onnx --input photos/ --out predicted/      # an exported model
 
@@ -89,6 +90,12 @@ def predict_files(
     return written, failed
 
 
+def shipped_weights() -> list[str]:
+    from retinalight.weights import manifest
+
+    return list(manifest())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m retinalight.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,16 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt", metavar="PATH", help="checkpoint written by retinalight.fit")
     source.add_argument("--onnx", metavar="PATH", help="model written by retinalight.export (no Lightning, no checkpoint)")
+    source.add_argument("--model", metavar="NAME", help=f"weights shipped with retinalight ({', '.join(shipped_weights())})")
     parser.add_argument("--input", required=True, metavar="FILE_OR_DIR", help="a fundus image or a folder of them")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_inference_options(parser)  # with --ckpt
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the binary map (default 0.5)")
     parser.add_argument("--fov-dir", type=Path, default=None, metavar="DIR", help="optional FOV masks named <image name>.png")
     args = parser.parse_args(argv)
+    from retinalight.weights import weights_path
+
     device, bf16 = inference_options(args)
     images = list_images(Path(args.input))
     written, failed = predict_files(
-        args.ckpt or args.onnx,
+        args.ckpt or args.onnx or str(weights_path(args.model)),
         images,
         Path(args.out),
         args.threshold,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from retinalight.data.__main__ import main as data_main
-from retinalight.data.datamodules import ChaseDB1DataModule, DriveDataModule, SyntheticDataModule, split_holdout
+from retinalight.data.datamodules import ChaseDB1DataModule, DriveDataModule, SyntheticVesselsDataModule, split_holdout
 from retinalight.data.datasets import ChaseDB1, Drive, get_dataset
 from retinalight.data.fetch import download, import_archive
 from retinalight.data.fov import compute_fov
@@ -122,7 +122,7 @@ def test_holdout_split_is_seeded():
 
 
 def test_synthetic_datamodule_needs_no_download(tmp_path):
-    dm = SyntheticDataModule(tmp_path / "nothing-here", batch_size=2, samples_per_epoch=2, dataset_kwargs={"count": 8, "size": 64})
+    dm = SyntheticVesselsDataModule(tmp_path / "nothing-here", batch_size=2, samples_per_epoch=2, dataset_kwargs={"count": 8, "size": 64})
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 3, 64, 64) and batch["vessel"].sum() > 0
@@ -236,7 +236,7 @@ def test_import_refuses_symlinks(tmp_path):
     info.external_attr = 0o120777 << 16
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr(info, "/etc/passwd")
-    with pytest.raises(DataFileError, match="symbolic link"):
+    with pytest.raises(DataFileError, match="symbolic or hard link"):
         import_archive(archive, tmp_path / "root")
 
 
@@ -256,7 +256,7 @@ def test_download_detects_corrupted_file(data_root, tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("Image_01L.jpg", b"garbage")
     with pytest.raises(DataFileError, match="Image_01L.jpg: SHA-256 differs"):
-        download("chase_db1", tmp_path / "root", url=archive.as_uri())
+        download("chase_db1", tmp_path / "root", [archive.as_uri()])
 
 
 def test_cli_error_is_one_line(tmp_path):

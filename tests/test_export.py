@@ -95,8 +95,9 @@ def test_bf16_inference_keeps_the_auc(drive_ckpt, data_root):
 
 
 def test_plain_reference_has_sa_unet_shape():
-    from retinalight.bench import PlainUNet, forward_flops
+    from retinalight.bench import PlainUNet
     from retinalight.models import create_model
+    from retinalight.timing import forward_flops
 
     reference, ours = PlainUNet(), create_model("sa_unet")
     assert reference(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)

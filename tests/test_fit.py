@@ -339,10 +339,13 @@ def test_ddp_two_cpu_processes(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes_gan(tmp_path):
-    """The GAN under DDP: each backward reaches one of two networks (find_unused_parameters), two optimizer
-    steps per batch, and testing on rank 0 only."""
+@pytest.mark.parametrize("scope", ["patch", "image"])
+def test_ddp_two_cpu_processes_gan(tmp_path, scope):
+    """The GAN under DDP, with either discriminator: each backward reaches one of two networks
+    (find_unused_parameters), two optimizer steps per batch, and testing on rank 0 only."""
     overrides = ["trainer.max_epochs=2", "trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+    if scope == "image":
+        overrides += ["arms.gan.gan.discriminator_scope=image", "data.resize=64", "evaluation.patch_size=32"]
     command = [sys.executable, "-m", "retinalight.fit", "--exp", "smoke_synthetic", "--arm", "gan", "--runs", str(tmp_path)]
     result = subprocess.run([*command, "--logger", "none", "--set", *overrides], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

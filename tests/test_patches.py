@@ -57,3 +57,18 @@ def test_resize_and_patches_give_a_map_at_the_original_size():
     image = np.random.default_rng(2).integers(0, 256, (584, 565, 3), dtype=np.uint8)
     prob = predict_probability(model, image, np.ones((584, 565), bool), resize=512, patch_size=128)
     assert prob.shape == (584, 565) and np.isfinite(prob).all()
+
+
+def test_grid_patches_round_trip_in_patch_grid_order():
+    import torch
+
+    from retinalight.data.patches import extract_patches, grid_images, grid_patches
+
+    batch = torch.randn(2, 3, 64, 96)
+    patches = grid_patches(batch, 32)
+    assert patches.shape == (2 * 2 * 3, 3, 32, 32)
+    assert torch.equal(grid_images(patches, 64, 96), batch)
+    listed, _ = extract_patches(batch[1], 32)  # the second image's patches, in patch_grid order
+    assert all(torch.equal(a, b) for a, b in zip(patches[6:], listed, strict=True))
+    with pytest.raises(ValueError, match="does not split"):
+        grid_patches(batch, 40)

@@ -25,3 +25,40 @@ def test_run_folders_and_summaries_load_without_lightning():
     code = "import sys, retinalight.rundirs, retinalight.summary; print('lightning' in sys.modules, 'torchmetrics' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def module_imports() -> dict[str, set[str]]:
+    """{module: the retinalight modules it imports}, inside functions too: a deferred import hides a circle, it
+    does not remove it."""
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("retinalight"):
+                names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+        graph[module] = names
+    return {module: {n for n in names if n in graph and n != module} for module, names in graph.items()}
+
+
+def test_no_import_circle():
+    graph, state, path, circles = module_imports(), {}, [], []
+
+    def visit(module: str) -> None:
+        state[module] = "open"
+        path.append(module)
+        for dep in sorted(graph[module]):
+            if state.get(dep) == "open":
+                circles.append(" -> ".join([*path[path.index(dep) :], dep]))
+            elif dep not in state:
+                visit(dep)
+        path.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    assert not circles, circles
+    assert "retinalight.data.datasets.base" in graph["retinalight.data.datasets.drive"]  # the walk sees the package

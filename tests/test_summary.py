@@ -1,5 +1,7 @@
 """Comparisons between arms that account for seeds: the hierarchical bootstrap and what the table says."""
 
+from pathlib import Path
+
 import numpy as np
 
 from retinalight.summary import _versus, compare, hierarchical_bootstrap
@@ -122,3 +124,32 @@ def test_every_committed_run_folder_is_named_by_a_committed_table():
             named |= {(path.parent.name, arm, f"{summary['profile']}-{row['config_hash']}") for arm, row in block["arms"].items()}
     folders = {(p.parent.parent.parent.name, p.parent.parent.name, p.parent.name) for p in results.glob("*/*/*/seed*")}
     assert folders and folders <= named, sorted(folders - named)
+
+
+def test_readme_ablation_table_equals_the_committed_summaries():
+    """The README's DRIVE table is copied from results/: every cell must be its summary's value at 4 digits."""
+    import json
+
+    repo = Path(__file__).resolve().parent.parent
+    lines = (repo / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| arm | quick, 1 seed"))
+    rows = [line.strip("|").split("|") for line in lines[start + 2 :] if line.startswith("|")][:5]
+    rows = [[c.strip() for c in row] for row in rows]
+    summaries = {
+        name: json.loads((repo / "results" / "ablation_drive" / f"summary-{name}@cpu-bf16.json").read_text())["protocols"]
+        for name in ("quick", "fast", "cpu")
+    }
+    columns = [("quick", "fov", "auc"), ("quick", "fov", "f1")]
+    columns += [("fast", p, k) for p in ("fov", "image") for k in ("auc", "f1")]
+    columns += [("cpu", p, k) for p in ("fov", "image") for k in ("auc", "f1")]
+    columns += [("paper", "image", "auc"), ("paper", "image", "f1")]
+    assert [row[0] for row in rows] == ["unet", "unet_sa", "sd_unet", "backbone", "sa_unet"]
+    for row in rows:
+        arm = row[0]
+        for cell, (profile, protocol, key) in zip(row[1:], columns, strict=True):
+            if profile == "paper":
+                expected = summaries["fast"][protocol]["arms"][arm]["paper"][key]
+            else:
+                arms = summaries[profile][protocol]["arms"]
+                expected = arms[arm]["mean"][key] if arm in arms else None
+            assert cell == ("" if expected is None else f"{expected:.4f}"), (arm, profile, protocol, key)

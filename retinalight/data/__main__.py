@@ -1,9 +1,10 @@
 """Data commands.
 
-  python -m retinalight.data check [--data-root DIR]           verify DRIVE and CHASE_DB1 (exit 1 on any problem)
-  python -m retinalight.data import FILE.zip [--data-root DIR]  unpack a publisher's archive (DRIVE.zip, training.zip,
-                                                               test.zip, CHASEDB1.zip) into the data root
-  python -m retinalight.data download chase_db1 [--data-root DIR] [--url URL]
+  python -m retinalight.data check [--data-root DIR]              verify every dataset present (exit 1 on any problem)
+  python -m retinalight.data import ARCHIVE [--data-root DIR]      unpack a publisher's zip or tar (DRIVE's training.zip
+                                                                  and test.zip, CHASEDB1.zip, STARE's three tars, HRF's all.zip)
+  python -m retinalight.data download DATASET [--data-root DIR] [--url URL ...]
+  python -m retinalight.data list                                 the registered datasets, their splits and sources
 
 The data root is --data-root, else $RETINALIGHT_DATA, else ./data.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from retinalight.cli import add_data_root, resolve_data_root, run_main
+from retinalight.data.datasets import DATASETS, dataset_names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,16 +23,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="verify layout, counts, sizes, decodability and SHA-256 of every file")
-    check.add_argument("--dataset", nargs="+", choices=["drive", "chase_db1"], default=None, help="default: both")
+    check.add_argument("--dataset", nargs="+", choices=dataset_names(files_only=True), default=None, help="default: every one present")
     check.add_argument("--no-checksums", action="store_true", help="skip the SHA-256 comparison with the published files")
     importer = commands.add_parser("import", help="unpack publisher archives into the data root")
-    importer.add_argument("archives", nargs="+", metavar="FILE.zip")
-    downloader = commands.add_parser("download", help="download a dataset served without registration (chase_db1)")
-    downloader.add_argument("dataset")
-    downloader.add_argument("--url", default=None, help="alternative URL (a mirror, or file:// for a local copy)")
+    importer.add_argument("archives", nargs="+", metavar="ARCHIVE")
+    served = [name for name, cls in DATASETS.items() if cls.downloads]
+    downloader = commands.add_parser("download", help=f"download a dataset served without registration ({', '.join(served)})")
+    downloader.add_argument("dataset", help=", ".join(served))
+    commands.add_parser("list", help="the registered datasets: images, size, FOV source, split, where to get them")
+    downloader.add_argument(
+        "--url", nargs="+", default=None, metavar="URL", help="alternative URLs, one per archive (mirrors, or file:// for local copies)"
+    )
     for sub in (check, importer, downloader):
         add_data_root(sub)
     args = parser.parse_args(argv)
+    if args.command == "list":
+        print(dataset_table())
+        return 0
     root = resolve_data_root(args.data_root)
     if args.command == "check":
         from retinalight.data.check import check_root, format_reports
@@ -46,8 +55,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from retinalight.data.fetch import download
 
-    print(f"{args.dataset}: {len(download(args.dataset, root, args.url))} files into {root}, SHA-256 verified")
+    files = download(args.dataset, root, args.url)
+    verified = "SHA-256 verified" if DATASETS[args.dataset].checksums else "no published checksums to verify"
+    print(f"{args.dataset}: {len(files)} files into {root}, {verified}")
     return 0
+
+
+def dataset_table() -> str:
+    lines = []
+    for name in dataset_names(files_only=True):
+        cls = DATASETS[name]
+        reader = cls(".")
+        height, width = cls.size
+        fov = "published masks" if cls.fov_masks else "computed from the image"
+        lines += [
+            f"{name}: {cls.title}, {len(reader.ids('training'))} training + {len(reader.ids('test'))} test images of {width}x{height}, FOV {fov}",
+            f"    split: {cls.split_reference}",
+            f"    get it: {'`python -m retinalight.data download ' + name + '`' if cls.downloads else cls.source}",
+            f"    checksums: {'published SHA-256 of every file' if cls.checksums else 'none shipped (not checked against the real files here)'}",
+        ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

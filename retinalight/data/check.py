@@ -1,23 +1,17 @@
-"""Verify a data root: layout, file counts, decodability, sizes, binary annotations and published SHA-256."""
+"""Verify a data root: layout, file counts, decodability, sizes, binary annotations and published SHA-256,
+for every registered dataset (`retinalight.data.datasets`)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from retinalight.data.datasets import SPLITS, ChaseDB1, Drive, RetinaDataset
+from retinalight.data.datasets import SPLITS, RetinaDataset, dataset_names, get_dataset
 from retinalight.data.io import read_binary, read_rgb
 from retinalight.errors import DataFileError
-
-
-def published_checksums() -> dict[str, str]:
-    """{path relative to the data root: sha256} of the published files (shipped with the package)."""
-    text = resources.files("retinalight.data").joinpath("SHA256SUMS").read_text()
-    return {line.split()[1]: line.split()[0] for line in text.splitlines() if line.strip()}
 
 
 def sha256(path: Path) -> str:
@@ -35,6 +29,7 @@ class DatasetReport:
     images: int = 0
     expected: int = 0
     problems: list[str] = field(default_factory=list)
+    checksums: bool = False  # the files were compared with published SHA-256 sums
 
     @property
     def ok(self) -> bool:
@@ -45,10 +40,11 @@ def check_dataset(reader: RetinaDataset, verify_checksums: bool = True) -> Datas
     """One problem line per bad file: missing, corrupt, wrong size, not binary, checksum differs."""
     ids = [i for split in SPLITS for i in reader.ids(split)]
     report = DatasetReport(reader.name, reader.path, expected=len(ids))
+    sums = reader.published_checksums() if verify_checksums else {}
+    report.checksums = bool(sums)
     if not reader.path.is_dir():
         report.problems.append(f"{reader.path}: folder missing (get {reader.name} from {reader.source})")
         return report
-    sums = published_checksums() if verify_checksums else {}
     height, width = reader.size
     for id in tqdm(ids, desc=f"check {reader.name}", unit="image", disable=None, leave=False):
         files = reader.files(id)
@@ -63,7 +59,7 @@ def check_dataset(reader: RetinaDataset, verify_checksums: bool = True) -> Datas
                 if read_binary(path).shape != (height, width):
                     problem = f"{path}: size differs from its image ({width}x{height})"
             for path in (files.image, files.vessel, files.fov):
-                key = path.relative_to(reader.root).as_posix() if path else None
+                key = path.relative_to(reader.path).as_posix() if path else None
                 if not problem and key in sums and sha256(path) != sums[key]:
                     problem = f"{path}: SHA-256 differs from the published file (modified or re-encoded?)"
         except DataFileError as err:
@@ -75,14 +71,22 @@ def check_dataset(reader: RetinaDataset, verify_checksums: bool = True) -> Datas
     return report
 
 
+def present_datasets(root: Path) -> list[str]:
+    """The registered datasets with a folder under `root` (what `data check` verifies by default)."""
+    return [name for name in dataset_names(files_only=True) if get_dataset(name, root).path.is_dir()]
+
+
 def check_root(root: Path, datasets: list[str] | None = None, verify_checksums: bool = True) -> list[DatasetReport]:
-    readers = {"drive": Drive(root), "chase_db1": ChaseDB1(root)}
-    return [check_dataset(readers[name], verify_checksums) for name in datasets or readers]
+    """Reports for `datasets`, else for every dataset present under `root` (none present: all of them, each
+    saying where to get it)."""
+    names = datasets or present_datasets(root) or dataset_names(files_only=True)
+    return [check_dataset(get_dataset(name, root), verify_checksums) for name in names]
 
 
 def format_reports(reports: list[DatasetReport]) -> str:
-    lines = [f"{'dataset':<10} {'images OK':>10}  status  folder"]
+    lines = [f"{'dataset':<10} {'images OK':>10}  status  checksums  folder"]
     for r in reports:
-        lines.append(f"{r.name:<10} {f'{r.images}/{r.expected}':>10}  {'OK' if r.ok else 'FAIL':<6}  {r.path}")
+        sums = "published" if r.checksums else "none"
+        lines.append(f"{r.name:<10} {f'{r.images}/{r.expected}':>10}  {'OK' if r.ok else 'FAIL':<6}  {sums:<9}  {r.path}")
     problems = [p for r in reports for p in r.problems]
     return "\n".join(lines + [f"problem: {p}" for p in problems])

@@ -1,4 +1,4 @@
-"""LightningDataModules: one per dataset, sharing `RetinaDataModule`.
+"""LightningDataModules: one per registered dataset (`DATAMODULES`, e.g. `DriveDataModule`), sharing `RetinaDataModule`.
 
 Training draws `samples_per_epoch` augmented samples (the paper's offline 20 -> ~256 images). Sample k of
 the run is fully determined by (seed, k): which image, which augmentation, which crop. So a resumed run,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from retinalight.data.datasets import VAL_MODES, RetinaDataset, Sample, get_dataset
+from retinalight.cli import resolve_data_root
+from retinalight.config import CROP_SAMPLING, DataConfig, build_section
+from retinalight.data.datasets import DATASETS, RetinaDataset, Sample, get_dataset
 from retinalight.data.geometry import Region, pad, padded_size, resize_sample_arrays
 from retinalight.data.tensors import channel_stats, to_tensors
-from retinalight.data.transforms import CROP_SAMPLING, build_augmentation, crop_window
+from retinalight.data.transforms import build_augmentation, crop_window
 from retinalight.errors import ConfigError
+from retinalight.hardware import resolve_num_workers, speed_class
 from retinalight.preprocess import build_preprocess
 
 
@@ -186,111 +190,88 @@ def region_of(batch_region, index: int = 0) -> Region:
 
 
 class RetinaDataModule(L.LightningDataModule):
-    """Shared data logic; subclasses name the dataset.
+    """Shared data logic; the per-dataset subclasses (`DATAMODULES`) name the dataset.
 
     Args:
-        data_root: folder holding DRIVE/ and CHASE_DB1/ (see `retinalight.cli.resolve_data_root`).
-        batch_size: training batch size.
-        samples_per_epoch: augmented samples drawn per epoch (SA-UNet: ~256 offline images).
-        crop_size: train on crop_size x crop_size crops (None: whole padded images).
-        crop_sampling: where crop centres fall: "uniform", "fov" or "vessel" (see `AugmentedSamples`).
-        val_count / val_seed: original training images held out for validation.
-        val_mode: "holdout" (sound), "augmented" (the paper's way: augmented copies of training images,
-            which leaks training images into validation) or "test" (the test images, for a learning curve
-            only: the experiment loader refuses it unless the last checkpoint is tested, so it selects nothing).
-        augment: {name: kwargs} for `build_augmentation`.
-        preprocess: applied to every image before anything else (`retinalight.preprocess.build_preprocess`).
-        resize: train (and validate) on resize x resize images; test images stay at their original size.
-        pad_multiple: network input sides are multiples of this (zero padding, square).
-        num_workers, pin_memory: loader processes (kept alive between epochs) and page-locked batches, for a GPU.
-        dataset_kwargs: passed to the reader (synthetic: count, size, seed).
+        data_root: folder holding the dataset folders (see `retinalight.cli.resolve_data_root`).
+        config: the `data` section (`retinalight.config.DataConfig`: every setting, its default and its
+            domain); its `dataset` must be this module's.
+        seed: the run's seed: sample k of the run depends only on (seed, k).
+        **settings: DataConfig fields to set instead (`DriveDataModule(root, batch_size=4, crop_size=128)`).
+
+    `val_mode`: "holdout" (sound), "augmented" (the paper's way: augmented copies of training images, which
+    leaks training images into validation) or "test" (the test images, for a learning curve only: the
+    experiment loader refuses it unless the last checkpoint is tested, so it selects nothing).
     """
 
     dataset_name = ""
 
-    def __init__(
-        self,
-        data_root: str | Path = "data",
-        batch_size: int = 8,
-        samples_per_epoch: int = 256,
-        crop_size: int | None = None,
-        crop_sampling: str = "uniform",
-        val_count: int = 4,
-        val_seed: int = 0,
-        val_mode: str = "holdout",
-        augment: dict | None = None,
-        preprocess: str | dict | None = None,
-        resize: int | None = None,
-        pad_multiple: int = 16,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        seed: int = 0,
-        dataset_kwargs: dict | None = None,
-    ):
+    def __init__(self, data_root: str | Path | None = None, config: DataConfig | None = None, seed: int = 0, **settings):
         super().__init__()
-        if val_mode not in VAL_MODES:
-            raise ConfigError(f"data.val_mode={val_mode!r}: choose from {', '.join(VAL_MODES)}")
-        self.reader: RetinaDataset = get_dataset(self.dataset_name, data_root, **(dataset_kwargs or {}))
-        self.batch_size, self.samples_per_epoch, self.crop_size, self.crop_sampling = (
-            batch_size,
-            samples_per_epoch,
-            crop_size,
-            crop_sampling,
+        values = {**dataclasses.asdict(config or DataConfig(dataset=self.dataset_name)), **settings}
+        config = build_section(DataConfig, values, "data")
+        if config.dataset != self.dataset_name:
+            raise ConfigError(f"data.dataset={config.dataset!r} given to {type(self).__name__} ({self.dataset_name})")
+        speed = speed_class()
+        config.num_workers = resolve_num_workers(config.num_workers, speed)
+        config.pin_memory = speed == "cuda" if config.pin_memory == "auto" else bool(config.pin_memory)
+        self.config, self.seed = config, seed
+        self.reader: RetinaDataset = get_dataset(
+            self.dataset_name, resolve_data_root(data_root or config.data_root), **config.dataset_kwargs
         )
-        self.val_count, self.val_seed, self.val_mode = val_count, val_seed, val_mode
-        self.augment = augment if augment is not None else {k: {"p": 0.5} for k in ("rotate", "hflip", "vflip")}
-        self.preprocess, self.resize = build_preprocess(preprocess), resize
-        self.pad_multiple, self.num_workers, self.pin_memory, self.seed = pad_multiple, num_workers, pin_memory, seed
+        self.preprocess = build_preprocess(config.preprocess)
         self.train_samples: list[Sample] = []
         self.val_samples: list[Sample] = []
 
     @functools.cached_property
     def size(self) -> tuple[int, int]:
         """Padded network input (height, width)."""
-        if self.resize:
-            return padded_size(self.resize, self.resize, self.pad_multiple)
+        if self.config.resize:
+            return padded_size(self.config.resize, self.config.resize, self.config.pad_multiple)
         height, width = self.reader.load(self.reader.ids("training")[0]).image.shape[:2]
-        return padded_size(height, width, self.pad_multiple)
+        return padded_size(height, width, self.config.pad_multiple)
 
     def setup(self, stage: str | None = None) -> None:
         self.reader.require()
         ids = self.reader.ids("training")
-        if self.val_mode == "holdout":
-            train_ids, val_ids = split_holdout(ids, self.val_count, self.val_seed)
+        if self.config.val_mode == "holdout":
+            train_ids, val_ids = split_holdout(ids, self.config.val_count, self.config.val_seed)
         else:
             train_ids, val_ids = ids, []
         self.train_samples = self.load(train_ids)
-        self.val_samples = self.load(self.reader.ids("test") if self.val_mode == "test" else val_ids)
+        self.val_samples = self.load(self.reader.ids("test") if self.config.val_mode == "test" else val_ids)
 
     def load(self, ids: list[str], resized: bool = True) -> list[Sample]:
         """Samples as the network sees them: preprocessed, then resized when `resize` is set (and `resized`)."""
         samples = [self.reader.load(i) for i in ids]
         if self.preprocess is not None:
             samples = [dataclasses.replace(s, image=self.preprocess(s.image)) for s in samples]
-        if self.resize and resized:
-            samples = [resized_sample(s, self.resize) for s in samples]
+        if self.config.resize and resized:
+            samples = [resized_sample(s, self.config.resize) for s in samples]
         return samples
 
     @property
     def has_validation(self) -> bool:
-        return self.val_mode != "holdout" or self.val_count > 0
+        return self.config.val_mode != "holdout" or self.config.val_count > 0
 
     def test_samples(self) -> list[Sample]:
         """Test images preprocessed but at their original size: they are scored there (inference resizes)."""
         return self.load(self.reader.ids("test"), resized=False)
 
     def _loader(self, dataset, loader: type[DataLoader] = DataLoader, **kwargs) -> DataLoader:
-        return loader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory, **kwargs)
+        workers = self.config.num_workers
+        return loader(dataset, num_workers=workers, persistent_workers=workers > 0, pin_memory=self.config.pin_memory, **kwargs)
 
     @property
     def _rank_and_world(self) -> tuple[int, int]:
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = AugmentedSamples(self.train_samples, self.augment, self.size, self.crop_size, self.seed, self.crop_sampling)
-        sampler = EpochSampler(self.samples_per_epoch, *self._rank_and_world)
+        data = self.config
+        dataset = AugmentedSamples(self.train_samples, data.augment, self.size, data.crop_size, self.seed, data.crop_sampling)
+        sampler = EpochSampler(data.samples_per_epoch, *self._rank_and_world)
         return self._loader(
-            dataset, ResumableLoader, progress=self._batches_done, batch_size=self.batch_size, sampler=sampler, drop_last=False
+            dataset, ResumableLoader, progress=self._batches_done, batch_size=data.batch_size, sampler=sampler, drop_last=False
         )
 
     def _batches_done(self) -> int:
@@ -298,30 +279,21 @@ class RetinaDataModule(L.LightningDataModule):
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed if self.trainer else 0
 
     def val_dataloader(self) -> DataLoader:
-        if self.val_mode == "augmented":  # fixed keys far from the training keys: the same images every epoch
-            dataset = AugmentedSamples(self.train_samples, self.augment, self.size, None, self.seed + 10_000)
-            dataset = torch.utils.data.Subset(dataset, list(range(max(1, self.val_count))))
+        if self.config.val_mode == "augmented":  # fixed keys far from the training keys: the same images every epoch
+            dataset = AugmentedSamples(self.train_samples, self.config.augment, self.size, None, self.seed + 10_000)
+            dataset = torch.utils.data.Subset(dataset, list(range(max(1, self.config.val_count))))
         else:
             dataset = PaddedImages(self.val_samples, self.size)
         return self._loader(dataset, batch_size=1, sampler=ShardSampler(len(dataset), *self._rank_and_world))
 
 
-class DriveDataModule(RetinaDataModule):
-    """DRIVE: 20 training images (4 held out for validation by default), 20 test images, 592x592 input."""
-
-    dataset_name = "drive"
-
-
-class ChaseDB1DataModule(RetinaDataModule):
-    """CHASE_DB1: 20 training images (01L-10R), 8 test images (11L-14R), 1008x1008 input."""
-
-    dataset_name = "chase_db1"
+def datamodule_class(reader: type[RetinaDataset]) -> type[RetinaDataModule]:
+    """The LightningDataModule of one registered dataset (`DriveDataModule`, `ChaseDB1DataModule`, ...)."""
+    doc = (sys.modules[reader.__module__].__doc__ or reader.title).split("\n")[0]
+    if not reader.generated:
+        doc += f" Split: {reader.split_reference}."
+    return type(f"{reader.__name__}DataModule", (RetinaDataModule,), {"dataset_name": reader.name, "__doc__": doc, "__module__": __name__})
 
 
-class SyntheticDataModule(RetinaDataModule):
-    """Generated vessel trees (`dataset_kwargs`: count, size, seed): runs with nothing downloaded."""
-
-    dataset_name = "synthetic"
-
-
-DATAMODULES = {cls.dataset_name: cls for cls in (DriveDataModule, ChaseDB1DataModule, SyntheticDataModule)}
+DATAMODULES = {name: datamodule_class(reader) for name, reader in DATASETS.items()}
+globals().update({cls.__name__: cls for cls in DATAMODULES.values()})  # DriveDataModule, ChaseDB1DataModule, ...

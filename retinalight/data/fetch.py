@@ -1,111 +1,140 @@
-"""Getting the data the way publishers distribute it: import their zip archives, or download CHASE_DB1.
+"""Getting the data the way publishers distribute it: import their zip or tar archives, or download them.
 
-Archive members are mapped by their published file names onto the data root's layout; everything else in
-an archive is skipped. A member with an absolute path, a '..' component or a symbolic link is refused.
+Archive members are mapped by their published file names onto the data root's layout, by the dataset
+readers themselves (`RetinaDataset.archive_path`); everything else in an archive is skipped. A member with
+an absolute path, a '..' component or a link is refused before anything is written.
 """
 
 from __future__ import annotations
 
-import hashlib
+import gzip
 import re
 import shutil
 import stat
+import tarfile
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from tqdm.auto import tqdm
 
+from retinalight.data.datasets import DATASETS, get_dataset
 from retinalight.errors import DataFileError, UnknownNameError, close_matches
-
-DRIVE_FILE = re.compile(r"^(\d\d)_(training|test)(_mask)?\.(tif|gif)$|^(\d\d)_manual[12]\.gif$")
-CHASE_FILE = re.compile(r"^Image_\d\d[LR](\.jpg|_1stHO\.png|_2ndHO\.png)$")
-DRIVE_FOLDERS = {"images", "1st_manual", "2nd_manual", "mask"}
-
-# What a publisher serves without registration. DRIVE needs a grand-challenge.org account: import its zips.
-DOWNLOADS = {"chase_db1": "https://staffnet.kingston.ac.uk/~ku15565/CHASE_DB1/assets/CHASEDB1.zip"}
 
 
 def destination(member: str) -> str | None:
     """Where an archive member belongs under the data root (posix path), or None to skip it."""
-    parts = PurePosixPath(member).parts
-    name = parts[-1] if parts else ""
-    if CHASE_FILE.match(name):
-        return f"CHASE_DB1/{name}"
-    if DRIVE_FILE.match(name) and len(parts) >= 3 and parts[-2] in DRIVE_FOLDERS and parts[-3] in ("training", "test"):
-        return f"DRIVE/{parts[-3]}/{parts[-2]}/{name}"
+    path = PurePosixPath(member.replace("\\", "/"))
+    for cls in DATASETS.values():
+        target = cls.archive_path(path)
+        if target is not None:
+            return f"{cls.folder}/{target}"
     return None
 
 
-def unsafe_reason(info: zipfile.ZipInfo) -> str | None:
-    name = info.filename
+def unsafe_reason(name: str, is_link: bool) -> str | None:
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or name.startswith("\\"):
         return "absolute path"
     if ".." in PurePosixPath(name.replace("\\", "/")).parts:
         return "'..' in path"
-    if stat.S_ISLNK(info.external_attr >> 16):
-        return "symbolic link"
+    if is_link:
+        return "symbolic or hard link"
     return None
 
 
+@contextmanager
+def archive_members(archive: Path) -> Iterator[list[tuple[str, bool, object]]]:
+    """(name, is_link, handle) of every file in a zip or tar archive; `open_member(archive, handle)` reads one."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            yield [(i.filename, stat.S_ISLNK(i.external_attr >> 16), (zf, i)) for i in zf.infolist() if not i.is_dir()]
+        return
+    if not tarfile.is_tarfile(archive):
+        raise DataFileError(f"{archive}: not a zip or tar archive (or corrupt)")
+    try:
+        with tarfile.open(archive) as tf:
+            yield [(m.name, m.issym() or m.islnk(), (tf, m)) for m in tf.getmembers() if not m.isdir()]
+    except tarfile.TarError as err:
+        raise DataFileError(f"{archive}: corrupt tar archive ({err})") from None
+
+
+def open_member(handle) -> IO[bytes]:
+    archive, member = handle
+    return archive.open(member) if isinstance(archive, zipfile.ZipFile) else archive.extractfile(member)
+
+
 def import_archive(archive: str | Path, root: str | Path) -> list[Path]:
-    """Unpack a DRIVE or CHASE_DB1 zip into `root`; returns the files written."""
+    """Unpack a publisher's archive (zip or tar, for any registered dataset) into `root`; returns the files written."""
     archive, root = Path(archive), Path(root)
     if not archive.is_file():
         raise DataFileError(f"{archive}: archive not found")
-    try:
-        zf = zipfile.ZipFile(archive)
-    except zipfile.BadZipFile:
-        raise DataFileError(f"{archive}: not a zip archive (or corrupt)") from None
-    with zf:
-        members = [info for info in zf.infolist() if not info.is_dir()]
-        for info in members:  # every member is checked before any is written
-            reason = unsafe_reason(info)
+    with archive_members(archive) as members:
+        for name, is_link, _ in members:  # every member is checked before any is written
+            reason = unsafe_reason(name, is_link)
             if reason:
-                raise DataFileError(f"{archive}: refused member {info.filename!r} ({reason}); nothing was written")
+                raise DataFileError(f"{archive}: refused member {name!r} ({reason}); nothing was written")
         written = []
-        for info in members:
-            target = destination(info.filename)
+        for name, _, handle in members:
+            target = destination(name)
             if target is None:
                 continue
             path = root / target
             path.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(path, "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            try:
+                with open_member(handle) as raw, open(path, "wb") as dst:
+                    shutil.copyfileobj(gzip.GzipFile(fileobj=raw) if name.endswith(".gz") and not target.endswith(".gz") else raw, dst)
+            except (OSError, EOFError, zipfile.BadZipFile) as err:
+                path.unlink(missing_ok=True)
+                raise DataFileError(f"{archive}: member {name!r} is corrupt ({err})") from None
             written.append(path)
     if not written:
-        raise DataFileError(f"{archive}: no DRIVE or CHASE_DB1 files found in it")
+        raise DataFileError(f"{archive}: no files of {', '.join(c.title for c in DATASETS.values() if not c.generated)} in it")
     return written
 
 
-def download(dataset: str, root: str | Path, url: str | None = None) -> list[Path]:
-    """Download a dataset's archive (progress bar), import it, and verify every file's SHA-256."""
-    from retinalight.data.check import published_checksums, sha256
+def downloadable() -> list[str]:
+    return [name for name, cls in DATASETS.items() if cls.downloads]
 
-    if dataset not in DOWNLOADS and url is None:
+
+def download(dataset: str, root: str | Path, urls: list[str] | None = None) -> list[Path]:
+    """Download a dataset's archives (progress bar), import them, and verify every file's SHA-256 where the
+    reader declares checksums. `urls` replace the reader's addresses one for one (mirrors, or file:// copies)."""
+    from retinalight.data.check import sha256
+
+    cls = DATASETS.get(dataset)
+    if cls is None or not cls.downloads:
+        registration = [c.title for c in DATASETS.values() if not c.downloads and not c.generated]
         raise UnknownNameError(
-            f"no public download for {dataset!r}{close_matches(dataset, DOWNLOADS)}: "
-            f"downloadable: {', '.join(DOWNLOADS)}; DRIVE needs registration, then `python -m retinalight.data import`"
+            f"no public download for {dataset!r}{close_matches(dataset, downloadable())}: downloadable: {', '.join(downloadable())}; "
+            f"{', '.join(registration)} need registration, then `python -m retinalight.data import`"
         )
-    url = url or DOWNLOADS[dataset]
+    if urls and len(urls) != len(cls.downloads):
+        raise UnknownNameError(f"{dataset} is {len(cls.downloads)} archive(s) ({', '.join(cls.downloads)}): give as many --url")
+    reader, written = get_dataset(dataset, root), []
     with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "archive.zip"
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                digest = hashlib.sha256()
-                with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dataset}", disable=None) as bar:
-                    for chunk in iter(lambda: response.read(1 << 16), b""):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-        except OSError as err:
-            raise DataFileError(f"{url}: download failed ({err})") from None
-        written = import_archive(target, root)
-    sums = published_checksums()
+        for k, address in enumerate(urls or cls.downloads):
+            target = Path(tmp) / f"archive{k}{''.join(PurePosixPath(address).suffixes[-2:])}"
+            fetch_url(address, target, f"download {dataset} ({k + 1}/{len(cls.downloads)})")
+            written += import_archive(target, root)
+    sums = reader.published_checksums()
     for path in written:
-        key = path.relative_to(root).as_posix()
+        key = path.relative_to(reader.path).as_posix()
         if key in sums and sha256(path) != sums[key]:
             raise DataFileError(f"{path}: SHA-256 differs from the published file (download corrupted?)")
     return written
+
+
+def fetch_url(url: str, target: Path, label: str) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=label, disable=None) as bar:
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except OSError as err:
+        raise DataFileError(f"{url}: download failed ({err})") from None

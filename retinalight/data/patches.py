@@ -47,3 +47,21 @@ def merge_patches(patches: list[Any], positions: list[tuple[int, int]], shape: t
         total[..., top : top + size, left : left + size] += patch
         count[top : top + size, left : left + size] += 1
     return total / count
+
+
+def grid_patches(batch: Any, size: int) -> Any:
+    """An N x C x H x W tensor cut into its non-overlapping size x size grid: (N * H/size * W/size) x C x size x
+    size, each image's patches in `patch_grid` order (row by row). H and W must be multiples of `size`."""
+    n, c, height, width = batch.shape
+    if height % size or width % size:
+        raise ValueError(f"a {height}x{width} image does not split into {size}x{size} patches")
+    rows, cols = height // size, width // size
+    return batch.reshape(n, c, rows, size, cols, size).permute(0, 2, 4, 1, 3, 5).reshape(n * rows * cols, c, size, size)
+
+
+def grid_images(patches: Any, height: int, width: int) -> Any:
+    """`grid_patches` undone: the N x C x height x width images regrouped from their patches."""
+    total, c, size, _ = patches.shape
+    rows, cols = height // size, width // size
+    n = total // (rows * cols)
+    return patches.reshape(n, rows, cols, c, size, size).permute(0, 3, 1, 4, 2, 5).reshape(n, c, height, width)

@@ -88,9 +88,6 @@ def build_augmentation(
         raise ConfigError(f"augmentation: {err}") from None
 
 
-CROP_SAMPLING = ("uniform", "fov", "vessel")  # where training crops are centred (retinalight.data.datamodules)
-
-
 def crop_window(crop: int) -> int:
     """Side of the window cut around a crop's centre before augmenting: a `crop` square rotated by any
     angle stays inside it."""

@@ -1,6 +1,13 @@
 """GANModule: a generator (any registered segmentation model) trained against a discriminator, with
 Lightning's manual optimization: per batch `d_steps` discriminator updates, then one generator update.
 
+`gan.discriminator_scope` says what the discriminator judges: `patch`, each training crop with its fundus
+crop; `image` (Retina-GAN's), whole training images: the generator runs on each image's grid of patches
+(evaluation.patch_size: 16 patches of 128x128 at 512x512), they are regrouped into the image's map, and the
+discriminator scores (fundus image, map) pairs at full size, real ones with the expert map. The pixel loss
+covers every patch pixel once either way. `gan.adversarial_weight: 0` is the pixel-only control: the same
+generator, data and schedule, the discriminator never used.
+
 Validation, testing, checkpoint loading and export see only the generator (`self.model`), so a GAN run
 is scored, predicted and evaluated exactly like a segmentation run.
 
@@ -20,10 +27,11 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
+from retinalight.config import DISCRIMINATOR_INPUTS, GANConfig, section
+from retinalight.data.patches import grid_images, grid_patches
 from retinalight.models import create_model
 from retinalight.training.segmentation import SegmentationModule
 
-DISCRIMINATOR_INPUTS = {"green": 1, "gray": 1, "rgb": 3}  # image channels the discriminator sees, besides the map
 COLLAPSE_FRACTION = 0.005  # an epoch whose maps call fewer than 0.5% of pixels vessel (DRIVE: about 12%) is a collapse
 
 
@@ -31,17 +39,17 @@ class GANModule(SegmentationModule):
     """Adversarial vessel segmentation (Retina-GAN; V-GAN's losses).
 
     Args (besides SegmentationModule's):
-        gan: {"discriminator": {"name", ...arguments}, "pixel_weight", "adversarial_weight", "adversarial_warmup",
-            "d_steps", "d_lr", "betas", "discriminator_input", "clip_grad_norm"}. Generator loss = adversarial_weight x BCE(D(x,
-            G(x)), real) + pixel_weight x the segmentation loss; pixel_weight 0 is the paper's literal minimax
-            loss (V-GAN weighs the pixel term 10x the adversarial one: the default).
+        gan: GANConfig (or its dict). Generator loss = adversarial_weight x BCE(D(x, G(x)), real) + pixel_weight x
+            the segmentation loss; pixel_weight 0 is the paper's literal minimax loss (V-GAN weighs the pixel term
+            10x the adversarial one: the default).
     """
 
-    def __init__(self, gan: dict, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, gan: GANConfig | dict, **kwargs):
+        super().__init__(gan=gan, **kwargs)
         self.automatic_optimization = False
-        spec = dict(gan["discriminator"])
-        channels = DISCRIMINATOR_INPUTS[gan.get("discriminator_input", "green")] + 1
+        self.gan_config = section(GANConfig, gan)
+        spec = dict(self.gan_config.discriminator)
+        channels = DISCRIMINATOR_INPUTS[self.gan_config.discriminator_input] + 1
         self.discriminator = create_model(spec.pop("name"), in_channels=channels, **spec)
         self.collapsed_epochs: list[int] = []
         self._vessel_share = torch.zeros(2, dtype=torch.float64)  # (vessel pixels, pixels) predicted this epoch
@@ -49,77 +57,87 @@ class GANModule(SegmentationModule):
     @property
     def batch_index(self) -> int:
         """Batches trained so far (global_step counts optimizer steps: d_steps + 1 per batch)."""
-        return self.global_step // (self.hparams.gan.get("d_steps", 1) + 1)
+        return self.global_step // (self.gan_config.d_steps + 1)
 
     @property
     def adversarial_weight(self) -> float:
         """gan.adversarial_weight, ramped linearly from 0 over the first gan.adversarial_warmup batches: a
         discriminator that beats an untrained generator at once otherwise drives its maps to all-background."""
-        weight, warmup = self.hparams.gan.get("adversarial_weight", 1.0), self.hparams.gan.get("adversarial_warmup", 0)
+        weight, warmup = self.gan_config.adversarial_weight, self.gan_config.adversarial_warmup
         return weight * min(1.0, self.batch_index / warmup) if warmup else weight
 
     def discriminator_image(self, image: torch.Tensor) -> torch.Tensor:
         """The fundus channels the discriminator is conditioned on (the paper's is a 2-channel input)."""
-        which = self.hparams.gan.get("discriminator_input", "green")
+        which = self.gan_config.discriminator_input
         if which == "rgb":
             return image
         if which == "green":
             return image[:, 1:2]
         return image.mean(dim=1, keepdim=True)
 
+    def generate(self, image: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+        """The generator's logits for a training batch. Image scope: on each image's patch grid
+        (evaluation.patch_size, the paper's 16 patches of 128x128 at 512x512), regrouped into whole maps."""
+        if self.gan_config.discriminator_scope == "patch":
+            return self(image, fov)
+        size = self.evaluation_config.patch_size
+        logits = self(grid_patches(image, size), grid_patches(fov, size))
+        return grid_images(logits, *image.shape[-2:])
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        gan = self.hparams.gan
+        gan = self.gan_config
         g_opt, d_opt = self.optimizers()
         image, vessel = batch["image"], batch["vessel"]
-        condition = self.discriminator_image(image)
-        logits = self(image, batch["fov"]).float()
+        logits = self.generate(image, batch["fov"]).float()
         fake = torch.sigmoid(logits)
-        real_label, fake_label = torch.ones(len(image), 1, device=image.device), torch.zeros(len(image), 1, device=image.device)
-
-        # discriminator: real and fake pairs in one forward pass, generator output detached
-        for _ in range(gan.get("d_steps", 1)):
-            scores = self.discriminator(torch.cat([condition, condition]), torch.cat([vessel, fake.detach()]).to(condition.dtype)).float()
-            d_loss = F.binary_cross_entropy_with_logits(scores, torch.cat([real_label, fake_label]))
-            d_opt.zero_grad()
-            self.manual_backward(d_loss)
-            self._clip(d_opt)
-            d_opt.step()
-
-        # generator: through the discriminator with the discriminator's parameters frozen
-        self.toggle_optimizer(g_opt)
-        adversarial = F.binary_cross_entropy_with_logits(self.discriminator(condition, fake.to(condition.dtype)).float(), real_label)
-        pixel = self.loss(logits, vessel)
-        g_loss = self.adversarial_weight * adversarial + gan.get("pixel_weight", 10.0) * pixel
+        pixel = self.loss(logits, vessel)  # the mean over every patch pixel: per patch, as the paper trains
+        logs = {"train/loss": pixel, "train/adversarial_weight": self.adversarial_weight}
+        adversarial = gan.adversarial_weight > 0  # 0: the pixel-only control, no discriminator at all
+        if adversarial:
+            self.discriminator_steps(image, vessel, fake, d_opt, logs)
+            self.toggle_optimizer(g_opt)  # the discriminator frozen while the generator learns through it
+            logs["train/g_adversarial"] = self.adversarial_loss(image, fake)
+        g_loss = gan.pixel_weight * pixel + (self.adversarial_weight * logs["train/g_adversarial"] if adversarial else 0)
         g_opt.zero_grad()
         self.manual_backward(g_loss)
         self._clip(g_opt)
         g_opt.step()
-        self.untoggle_optimizer(g_opt)
+        if adversarial:
+            self.untoggle_optimizer(g_opt)
+        g_schedule, d_schedule = self.lr_schedulers()
+        g_schedule.step()
+        if adversarial:  # the control's discriminator never steps, so neither does its schedule
+            d_schedule.step()
+        with torch.no_grad():
+            self._vessel_share += torch.tensor([float((fake > 0.5).sum()), float(fake.numel())], dtype=torch.float64)
+        self.log_dict({**logs, "train/g_loss": g_loss}, prog_bar=False, on_step=True, on_epoch=True, batch_size=len(image))
 
-        for scheduler in self.lr_schedulers() or []:
-            scheduler.step()
+    def discriminator_steps(self, image: torch.Tensor, vessel: torch.Tensor, fake: torch.Tensor, d_opt, logs: dict) -> None:
+        """`d_steps` updates on real and fake (image, map) pairs in one forward pass each, the generator output detached."""
+        condition = self.discriminator_image(image)
+        labels = torch.cat([torch.ones(len(image), 1), torch.zeros(len(image), 1)]).to(image.device)
+        for _ in range(self.gan_config.d_steps):
+            scores = self.discriminator(torch.cat([condition, condition]), torch.cat([vessel, fake.detach()]).to(condition.dtype)).float()
+            d_loss = F.binary_cross_entropy_with_logits(scores, labels)
+            d_opt.zero_grad()
+            self.manual_backward(d_loss)
+            self._clip(d_opt)
+            d_opt.step()
         with torch.no_grad():
             real_score, fake_score = torch.sigmoid(scores).chunk(2)
-            self._vessel_share += torch.tensor([float((fake > 0.5).sum()), float(fake.numel())], dtype=torch.float64)
         size = len(image)
-        self.log_dict(
-            {
-                "train/d_loss": d_loss,
-                "train/g_loss": g_loss,
-                "train/g_adversarial": adversarial,
-                "train/loss": pixel,
-                "train/adversarial_weight": self.adversarial_weight,
-            },
-            prog_bar=False,
-            on_step=True,
-            on_epoch=True,
-            batch_size=size,
-        )
-        self.log("train/d_acc_real", (real_score > 0.5).float().mean(), on_step=False, on_epoch=True, batch_size=size)
-        self.log("train/d_acc_fake", (fake_score < 0.5).float().mean(), on_step=False, on_epoch=True, batch_size=size)
+        self.log("train/d_acc_real", (real_score > 0.5).float().mean(), on_step=True, on_epoch=True, batch_size=size)
+        self.log("train/d_acc_fake", (fake_score < 0.5).float().mean(), on_step=True, on_epoch=True, batch_size=size)
+        logs["train/d_loss"] = d_loss
+
+    def adversarial_loss(self, image: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The generator's loss: BCE of the discriminator's score of its pairs against the `real` label."""
+        condition = self.discriminator_image(image)
+        scores = self.discriminator(condition, fake.to(condition.dtype)).float()
+        return F.binary_cross_entropy_with_logits(scores, torch.ones_like(scores))
 
     def _clip(self, optimizer) -> None:
-        value = self.hparams.gan.get("clip_grad_norm")
+        value = self.gan_config.clip_grad_norm
         if value:
             self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm="norm")
 
@@ -143,9 +161,8 @@ class GANModule(SegmentationModule):
         self.collapsed_epochs = list(checkpoint.get("collapsed_epochs", []))
 
     def configure_optimizers(self):
-        opt, gan = self.hparams.optimizer, self.hparams.gan
-        betas = tuple(gan.get("betas", (0.5, 0.999)))
-        lr = opt.get("lr", 5e-4)
-        g_opt = torch.optim.Adam(self.model.parameters(), lr=lr, betas=betas, weight_decay=opt.get("weight_decay", 0.0))
-        d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=gan.get("d_lr") or lr, betas=betas)
+        opt, gan = self.optimizer_config, self.gan_config
+        betas = tuple(gan.betas)
+        g_opt = torch.optim.Adam(self.model.parameters(), lr=opt.lr, betas=betas, weight_decay=opt.weight_decay)
+        d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=gan.d_lr or opt.lr, betas=betas)
         return [g_opt, d_opt], [self.batch_schedule(g_opt), self.batch_schedule(d_opt)]

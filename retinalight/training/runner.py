@@ -50,24 +50,7 @@ def make_datamodule(config: RunConfig, data_root: str | None = None):
     data = config.data
     if data.dataset not in DATAMODULES:
         raise ConfigError(f"data.dataset={data.dataset!r}: choose from {', '.join(DATAMODULES)}")
-    datamodule = DATAMODULES[data.dataset](
-        data_root=resolve_data_root(data_root or data.data_root),
-        batch_size=data.batch_size,
-        samples_per_epoch=data.samples_per_epoch,
-        crop_size=data.crop_size,
-        crop_sampling=data.crop_sampling,
-        val_count=data.val_count,
-        val_seed=data.val_seed,
-        val_mode=data.val_mode,
-        augment=data.augment,
-        preprocess=data.preprocess,
-        resize=data.resize,
-        pad_multiple=data.pad_multiple,
-        num_workers=data.num_workers,
-        pin_memory=data.pin_memory,
-        seed=config.seed,
-        dataset_kwargs=data.dataset_kwargs,
-    )
+    datamodule = DATAMODULES[data.dataset](resolve_data_root(data_root or data.data_root), config=data, seed=config.seed)
     datamodule.reader.require()  # before the Trainer exists: a missing dataset is one line, nothing else
     return datamodule
 

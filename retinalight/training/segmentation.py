@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import lightning as L
 import torch
 from torch import nn
 
+from retinalight.config import EvaluationConfig, LossConfig, ModelConfig, OptimizerConfig, section
 from retinalight.data.datamodules import region_of
 from retinalight.metrics.segmentation import exact_counting_kernels, metric_collection, select_pixels
-from retinalight.models import create_model
 from retinalight.models.blocks import DropBlock
 
 
 class SegmentationLoss(nn.Module):
     """BCE on logits (optionally weighting vessel pixels), plus an optional Dice term (smp's DiceLoss)."""
 
-    def __init__(self, pos_weight: float | None = None, dice_weight: float = 0.0):
+    def __init__(self, pos_weight: float | None, dice_weight: float):  # LossConfig's fields (their defaults live there)
         super().__init__()
         weight = torch.tensor([pos_weight]) if pos_weight else None
         self.bce = nn.BCEWithLogitsLoss(pos_weight=weight)
@@ -35,43 +36,51 @@ class SegmentationLoss(nn.Module):
 class SegmentationModule(L.LightningModule):
     """Train a vessel segmentation network.
 
-    Args are plain dicts (they are saved in the checkpoint as hyper-parameters and rebuild the model):
-        model: {"name": registered model, "kwargs": {...}}
-        loss: SegmentationLoss arguments.
-        optimizer: {"lr", "weight_decay", "schedule", "milestones", "gamma", "warmup_steps", "drop_ramp"}: Adam
-            with a step schedule by epoch ("multistep", as the paper) or warm-up + cosine by step ("cosine");
-            DropBlock's rate ramps linearly from 0 over the first `drop_ramp` share of the steps, as the
-            DropBlock paper recommends (0: the full rate from the start, as the SA-UNet code).
-        evaluation: {"protocols", "threshold", "val_auc_thresholds", ...}: validation uses the first protocol.
+    Args are the typed config sections (`retinalight.config`) or the plain dicts a checkpoint stores: they are
+    saved as dicts in the checkpoint's hyper-parameters and rebuild the model; their defaults live in the sections.
+        model: ModelConfig, {"name": registered model, "kwargs": {...}}.
+        loss: LossConfig (SegmentationLoss arguments).
+        optimizer: OptimizerConfig: Adam with a step schedule by epoch ("multistep", as the paper) or warm-up +
+            cosine by step ("cosine"); DropBlock's rate ramps linearly from 0 over the first `drop_ramp` share of
+            the steps, as the DropBlock paper recommends (0: the full rate from the start, as the SA-UNet code).
+        evaluation: EvaluationConfig: validation uses the first protocol.
         preprocess, resize: how the data prepared images, kept in the checkpoint so `predict` and `evaluate --ckpt`
             prepare them alike.
         seed: base seed; each step reseeds torch from (seed, step, rank), so DropBlock masks do not depend on
             whether the run was resumed (nor on what else drew random numbers before).
-        channels_last, compile: speed switches for GPUs.
+        channels_last, compile: speed switches (`retinalight.hardware` resolves them).
     """
 
     def __init__(
         self,
-        model: dict,
-        loss: dict,
-        optimizer: dict,
-        evaluation: dict,
+        model: ModelConfig | dict,
+        loss: LossConfig | dict,
+        optimizer: OptimizerConfig | dict,
+        evaluation: EvaluationConfig | dict,
         preprocess: str | dict | None = None,
         resize: int | None = None,
         seed: int = 0,
         channels_last: bool = False,
         compile: bool = False,
+        **extra,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.model = create_model(model["name"], **model.get("kwargs", {}))
+        given = {"model": model, "loss": loss, "optimizer": optimizer, "evaluation": evaluation, **extra}
+        plain = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in given.items()}
+        self.save_hyperparameters(
+            {**plain, "preprocess": preprocess, "resize": resize, "seed": seed, "channels_last": channels_last, "compile": compile}
+        )
+        self.model_config = section(ModelConfig, model)
+        self.optimizer_config = section(OptimizerConfig, optimizer)
+        self.evaluation_config = section(EvaluationConfig, evaluation)
+        self.model = self.model_config.build()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if compile:
             self.model = torch.compile(self.model)
-        self.loss = SegmentationLoss(**loss)
-        self.protocol = evaluation.get("protocols", ["fov"])[0]
-        self.val_metrics = metric_collection(evaluation.get("threshold", 0.5), evaluation.get("val_auc_thresholds"), prefix="val/")
+        self.loss = SegmentationLoss(**dataclasses.asdict(section(LossConfig, loss)))
+        self.protocol = self.evaluation_config.protocols[0]
+        self.val_metrics = metric_collection(self.evaluation_config.threshold, self.evaluation_config.val_auc_thresholds, prefix="val/")
 
     def forward(self, image: torch.Tensor, fov: torch.Tensor | None = None) -> torch.Tensor:
         if self.hparams.channels_last:
@@ -85,7 +94,7 @@ class SegmentationModule(L.LightningModule):
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         torch.manual_seed(self.hparams.seed * 1_000_003 + self.batch_index * 7919 + self.global_rank)
-        ramp = self.hparams.optimizer.get("drop_ramp", 0.0) * self.trainer.estimated_stepping_batches
+        ramp = self.optimizer_config.drop_ramp * self.trainer.estimated_stepping_batches
         scale = min(1.0, self.batch_index / ramp) if ramp > 0 else 1.0
         for module in self.model.modules():
             if isinstance(module, DropBlock):
@@ -111,23 +120,23 @@ class SegmentationModule(L.LightningModule):
         self.log("val_auc", self.val_metrics["auc"], prog_bar=True, logger=False, batch_size=len(logits))
 
     def configure_optimizers(self):
-        opt = self.hparams.optimizer
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=opt.get("lr", 1e-3), weight_decay=opt.get("weight_decay", 0.0))
-        if opt.get("schedule", "multistep") == "cosine":
-            schedule = warmup_cosine(optimizer, opt.get("warmup_steps", 0), int(self.trainer.estimated_stepping_batches))
+        opt = self.optimizer_config
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        if opt.schedule == "cosine":
+            schedule = warmup_cosine(optimizer, opt.warmup_steps, int(self.trainer.estimated_stepping_batches))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=opt.get("milestones", [100]), gamma=opt.get("gamma", 0.1))
+        schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=opt.milestones, gamma=opt.gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
     def batch_schedule(self, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
         """The configured schedule as one to step once per batch (for manual optimization): warm-up +
         cosine, or the multistep schedule with its epoch milestones converted to batches."""
-        opt = self.hparams.optimizer
+        opt = self.optimizer_config
         total = int(self.trainer.estimated_stepping_batches)
-        if opt.get("schedule", "multistep") == "cosine":
-            return warmup_cosine(optimizer, opt.get("warmup_steps", 0), total)
+        if opt.schedule == "cosine":
+            return warmup_cosine(optimizer, opt.warmup_steps, total)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs))
-        milestones, gamma = [m * per_epoch for m in opt.get("milestones", [100])], opt.get("gamma", 0.1)
+        milestones, gamma = [m * per_epoch for m in opt.milestones], opt.gamma
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda batch: gamma ** sum(batch >= m for m in milestones))
 
 

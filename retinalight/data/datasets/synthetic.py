@@ -7,14 +7,17 @@ import functools
 import cv2
 import numpy as np
 
-from retinalight.data.datasets import ImageFiles, RetinaDataset, Sample, check_split
+from retinalight.data.datasets.base import ImageFiles, RetinaDataset, Sample, check_split, register_dataset
 
 
+@register_dataset
 class SyntheticVessels(RetinaDataset):
     """`count` images of `size` pixels; the last quarter is the test split. Same seed, same images."""
 
     name = "synthetic"
+    title = "synthetic vessel trees"
     source = "retinalight itself (generated)"
+    generated = True
 
     def __init__(self, root=None, count: int = 16, size: int = 128, seed: int = 0):
         self.root = self.path = None
