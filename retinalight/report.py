@@ -8,9 +8,10 @@ Figures (each skipped, with a line in report.md saying why, when its inputs are 
 - per_image_<protocol>.png: ACC, SE and SP of every test image for every arm (Retina-GAN's Figs. 9-11);
 - pooled_<protocol>.png: pooled AUC and F1 per arm, mean and seeds, the paper's value beside ours;
 - curves.png: validation AUC against training minutes (each run's curve.csv); losses.png: training and
-  validation loss per epoch (SA-UNet's Fig. 2);
+  validation loss per epoch (SA-UNet's Fig. 2); adversarial.png (GAN arms): the discriminator's accuracy on
+  real and on generated maps and the generator's adversarial loss against batches;
 - roc_pr_<protocol>.png: ROC and precision-recall curves per arm (seed 0's predictions);
-- panels.png: image, ground truth and each arm's map with true positives white, false positives red and
+- panels.png: image, ground truth and each arm's map (a GAN arm's regrouped from its patches) with true positives white, false positives red and
   false negatives blue, plus a zoomed detail (SA-UNet's Figs. 5-7); needs the runs' predictions/.
 """
 
@@ -160,6 +161,42 @@ def plot_losses(logs: dict[str, Path], out: Path, plt) -> Path | None:
     return save(fig, out / "losses.png", plt)
 
 
+ADVERSARIAL = {
+    "train/d_acc_real_step": "discriminator accuracy on real maps",
+    "train/d_acc_fake_step": "discriminator accuracy on generated maps",
+    "train/g_adversarial_step": "generator adversarial loss (BCE)",
+}
+
+
+def plot_adversarial(logs: dict[str, Path], out: Path, plt, window: int = 5) -> Path | None:
+    """Per GAN arm (seed 0's logs/metrics.csv, logged every trainer.log_every_n_steps batches): the
+    discriminator's accuracy on real and on generated maps and the generator's adversarial loss, against
+    batches (a moving mean of `window` points): a discriminator that wins too early shows as accuracies near 1
+    and a rising generator loss while the adversarial weight ramps in."""
+    series: dict[str, dict[str, tuple]] = {key: {} for key in ADVERSARIAL}
+    for arm, path in logs.items():
+        if not path.is_file():
+            continue
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        for key, per_arm in series.items():
+            points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+            if len(points) >= window:
+                steps, values = zip(*points)
+                mean = np.convolve(values, np.ones(window) / window, mode="valid")
+                per_arm[arm] = (steps[window - 1 :], mean)
+    if not any(series.values()):
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(16, 3.8), constrained_layout=True)
+    for ax, (key, title) in zip(axes, ADVERSARIAL.items()):
+        for arm, (steps, values) in series[key].items():
+            ax.plot(steps, values, label=arm)
+        ax.set(xlabel="optimizer steps (a D and a G step per batch)", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return save(fig, out / "adversarial.png", plt)
+
+
 def pixel_histograms(reader, folder: Path, protocol: str) -> tuple[np.ndarray, np.ndarray]:
     """Counts of vessel and background pixels at each of the 256 levels of a folder of 8-bit maps."""
     from retinalight.data.io import read_grey
@@ -280,6 +317,9 @@ def write_report(
     lines.append(f"![curves]({curves.name})" if curves else "No learning curves: these runs validated nothing (curve.csv absent).")
     losses = plot_losses({arm: seeds[arm][0] / "logs" / "metrics.csv" for arm in arms}, out, plt)
     lines.append(f"![losses]({losses.name})" if losses else "No loss curves: the runs hold no logs/metrics.csv.")
+    adversarial = plot_adversarial({arm: seeds[arm][0] / "logs" / "metrics.csv" for arm in arms}, out, plt)
+    if adversarial:
+        lines.append(f"![discriminator and adversarial loss]({adversarial.name})")
     available = {}  # each arm's first seed that kept its predictions
     for arm in arms:
         kept = [s / "predictions" for s in seeds[arm] if (s / "predictions").is_dir()]

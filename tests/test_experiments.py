@@ -10,7 +10,7 @@ PAPER_ARMS = ["unet", "unet_sa", "sd_unet", "backbone", "sa_unet"]
 
 def test_ablation_drive_has_the_paper_arms_and_hyperparameters():
     exp = load_experiment("ablation_drive")
-    assert list(exp.arms) == [*PAPER_ARMS, "unet23"] and exp.run_arms == list(exp.arms)
+    assert list(exp.arms) == [*PAPER_ARMS, "unet23"] and exp.run_arms == PAPER_ARMS  # the sixth arm by --arm unet23
     run = exp.run_config("sa_unet", 0)
     assert run.model.kwargs == {"drop_rate": 0.18, "block_size": 7}
     assert (run.data.batch_size, run.trainer.max_epochs, run.optimizer.lr, run.optimizer.milestones) == (8, 150, 0.001, [100])

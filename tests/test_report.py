@@ -92,6 +92,23 @@ def test_loss_figure_leaves_out_a_validation_curve_no_run_has(tmp_path):
     assert plot_losses({"a": tmp_path / "missing.csv"}, tmp_path / "none", plt) is None
 
 
+def test_adversarial_figure_only_for_runs_that_logged_a_discriminator(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from retinalight.report import plot_adversarial
+
+    gan, segmentation = tmp_path / "gan.csv", tmp_path / "seg.csv"
+    rows = [f"{k},{10 * k},{min(1, 0.5 + k / 20)},{min(1, 0.4 + k / 20)},{0.7 + k / 10}" for k in range(12)]
+    gan.write_text("epoch,step,train/d_acc_real_step,train/d_acc_fake_step,train/g_adversarial_step\n" + "\n".join(rows) + "\n")
+    segmentation.write_text("epoch,step,train/loss_step\n0,10,0.5\n0,20,0.4\n")
+    assert plot_adversarial({"unet": segmentation}, tmp_path, plt) is None
+    figure = plot_adversarial({"unet": segmentation, "retina_gan": gan}, tmp_path, plt)
+    assert figure.name == "adversarial.png" and figure.stat().st_size > 10_000
+
+
 def test_report_picks_its_summary_by_name_never_by_time(tmp_path):
     from retinalight.report import find_summary
 

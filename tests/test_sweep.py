@@ -15,7 +15,7 @@ from retinalight.sweep import expand, fit_argv, load_sweep
 from retinalight.sweep import main as sweep_main
 
 SWEEPS = sorted((Path(__file__).resolve().parent.parent / "sweeps").glob("*.yaml"))
-GRID_RUNS = {"ablation_drive": 15, "ablation_chase": 15, "retinagan_drive": 12, "preprocessing_drive": 21}
+GRID_RUNS = {"ablation_drive": 15, "ablation_chase": 15, "retinagan_drive": 18, "preprocessing_drive": 21}
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
@@ -114,7 +114,7 @@ def test_sweep_and_array_arm_lists_are_the_experiments():
         parameters = yaml.safe_load(path.read_text())["parameters"]
         if "values" not in parameters.get("arm", {}):
             continue
-        experiment = load_experiment(parameters["exp"]["value"], "quick")  # the profiles' five arms
+        experiment = load_experiment(parameters["exp"]["value"], parameters.get("profile", {}).get("value", "paper"))
         assert parameters["arm"]["values"] == experiment.run_arms, path.name
     array = (repo / "cluster" / "slurm_array.sbatch").read_text()
     arms = re.search(r"^ARMS=\((.*)\)$", array, re.M).group(1).split()
