@@ -191,7 +191,7 @@ def plot_adversarial(logs: dict[str, Path], out: Path, plt, window: int = 5) -> 
     for ax, (key, title) in zip(axes, ADVERSARIAL.items()):
         for arm, (steps, values) in series[key].items():
             ax.plot(steps, values, label=arm)
-        ax.set(xlabel="optimizer steps (a D and a G step per batch)", title=title)
+        ax.set(xlabel="training batches", title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save(fig, out / "adversarial.png", plt)

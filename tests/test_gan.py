@@ -131,10 +131,11 @@ def test_bad_gan_values_fail_at_load(override, message):
 
 @pytest.mark.slow
 def test_retina_gan_quick_runs_on_drive(data_root, tmp_path):
-    """The `quick` profile's Retina-GAN arm end to end on real DRIVE (ACE, 512x512 resize, patches) at tiny scale:
-    scored at the original 565x584 size, so predictions are that size."""
+    """The `quick` profile's Retina-GAN arm end to end on real DRIVE (ACE, 512x512 resize, whole images cut into
+    patches, the discriminator on the regrouped map) at tiny scale: scored at the original 565x584 size."""
     args = ["--exp", "retinagan_drive", "--profile", "quick", "--arm", "retina_gan", "--runs", str(tmp_path), "--data-root", str(data_root)]
-    assert fit_main([*args, "--logger", "none", "--set", "data.samples_per_epoch=8", "data.batch_size=4"]) == 0
+    tiny = ["arms.retina_gan.data.samples_per_epoch=2", "trainer.max_epochs=2"]  # 2 whole images (32 patches) an epoch
+    assert fit_main([*args, "--logger", "none", "--set", *tiny]) == 0
     (folder,) = list((tmp_path / "retinagan_drive" / "retina_gan").glob("*/seed0"))
     metrics = json.loads((folder / "metrics.json").read_text())
     assert set(metrics["protocols"]) == {"fov", "image"} and "collapsed_epochs" in metrics
@@ -162,12 +163,12 @@ class InputSpy(Callback):
 
 def test_image_scope_discriminator_judges_each_regrouped_map(tmp_path):
     """Batches of 4 whole 64x64 images: the generator sees their 16 patches of 32x32, the discriminator the
-    4 real and 4 fake (image, map) pairs at 64x64."""
+    4 real and 4 generated (image, map) pairs at 64x64, together (one kind of BatchNorm batch)."""
     config = load_experiment("smoke_synthetic", overrides=["trainer.max_epochs=1", *IMAGE_SCOPE]).run_config("gan", 0)
     spy = InputSpy()
     metrics = fit_run(config, run_dir(tmp_path, config), logger="none", callbacks=[spy])
     assert spy.shapes["g"] == {(16, 3, 32, 32)}
-    assert spy.shapes["d"] == {(8, 1, 64, 64), (4, 1, 64, 64)}  # D steps: real + fake together; G step: the fakes
+    assert spy.shapes["d"] == {(8, 1, 64, 64)}  # 4 real + 4 generated pairs together, in D's step and in G's
     assert metrics["protocols"]["fov"]["pooled"]["auc"] > 0
 
 

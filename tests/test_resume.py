@@ -29,7 +29,12 @@ from retinalight.training.runner import fit_experiment, fit_run, make_datamodule
 
 FP32 = ["trainer.precision=32-true", "data.samples_per_epoch=32", "data.batch_size=4"]  # 8 batches per epoch
 SEGMENTATION = ("ablation_drive", "quick", "unet", [*FP32, "trainer.max_epochs=3"])
-GAN = ("retinagan_drive", "quick", "gan", [*FP32, "trainer.max_epochs=2", "data.val_count=1", "gan.adversarial_warmup=4"])
+GAN = (
+    "retinagan_drive",
+    "quick",
+    "gan",
+    [*FP32, "arms.gan.data.samples_per_epoch=8", "trainer.max_epochs=2", "data.val_count=1", "gan.adversarial_warmup=4"],
+)  # 8 whole images an epoch
 
 
 def config_of(spec):

@@ -16,7 +16,8 @@ Traps of manual optimization handled here:
   scheduled by batches (learning-rate schedules, DropBlock ramps, the per-step seed) uses `batch_index`;
 - schedulers are stepped here, once per batch (Lightning does not step them under manual optimization);
 - the discriminator scores real and fake pairs in one forward pass, so its BatchNorm sees one batch per
-  backward (two forwards before one backward break DDP's buffer broadcast);
+  backward (two forwards before one backward break DDP's buffer broadcast), in its own step and in the
+  generator's alike (on fakes alone its batch statistics differ from those it learnt on);
 - backward only through `self.manual_backward`; clipping only through `self.clip_gradients`;
 - under DDP each backward reaches only one network: the runner then uses find_unused_parameters.
 """
@@ -96,7 +97,7 @@ class GANModule(SegmentationModule):
         if adversarial:
             self.discriminator_steps(image, vessel, fake, d_opt, logs)
             self.toggle_optimizer(g_opt)  # the discriminator frozen while the generator learns through it
-            logs["train/g_adversarial"] = self.adversarial_loss(image, fake)
+            logs["train/g_adversarial"] = self.adversarial_loss(image, vessel, fake)
         g_loss = gan.pixel_weight * pixel + (self.adversarial_weight * logs["train/g_adversarial"] if adversarial else 0)
         g_opt.zero_grad()
         self.manual_backward(g_loss)
@@ -130,11 +131,15 @@ class GANModule(SegmentationModule):
         self.log("train/d_acc_fake", (fake_score < 0.5).float().mean(), on_step=True, on_epoch=True, batch_size=size)
         logs["train/d_loss"] = d_loss
 
-    def adversarial_loss(self, image: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """The generator's loss: BCE of the discriminator's score of its pairs against the `real` label."""
+    def adversarial_loss(self, image: torch.Tensor, vessel: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """The generator's loss: BCE of the discriminator's scores of its pairs against the `real` label. The
+        pairs go through the discriminator beside the real ones, as in its own step, so its BatchNorm
+        normalises the same kind of batch it learnt on: on generated pairs alone (batch statistics of fakes
+        only) a discriminator that separates them perfectly in its step can score them `real` here."""
         condition = self.discriminator_image(image)
-        scores = self.discriminator(condition, fake.to(condition.dtype)).float()
-        return F.binary_cross_entropy_with_logits(scores, torch.ones_like(scores))
+        scores = self.discriminator(torch.cat([condition, condition]), torch.cat([vessel, fake]).to(condition.dtype)).float()
+        fake_scores = scores[len(image) :]
+        return F.binary_cross_entropy_with_logits(fake_scores, torch.ones_like(fake_scores))
 
     def _clip(self, optimizer) -> None:
         value = self.gan_config.clip_grad_norm
