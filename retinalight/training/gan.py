@@ -95,9 +95,10 @@ class GANModule(SegmentationModule):
         logs = {"train/loss": pixel, "train/adversarial_weight": self.adversarial_weight}
         adversarial = gan.adversarial_weight > 0  # 0: the pixel-only control, no discriminator at all
         if adversarial:
-            self.discriminator_steps(image, vessel, fake, d_opt, logs)
+            condition = self.discriminator_image(image)
+            self.discriminator_steps(condition, vessel, fake, d_opt, logs)
             self.toggle_optimizer(g_opt)  # the discriminator frozen while the generator learns through it
-            logs["train/g_adversarial"] = self.adversarial_loss(image, vessel, fake)
+            logs["train/g_adversarial"] = self.adversarial_loss(condition, vessel, fake)
         g_loss = gan.pixel_weight * pixel + (self.adversarial_weight * logs["train/g_adversarial"] if adversarial else 0)
         g_opt.zero_grad()
         self.manual_backward(g_loss)
@@ -113,12 +114,16 @@ class GANModule(SegmentationModule):
             self._vessel_share += torch.tensor([float((fake > 0.5).sum()), float(fake.numel())], dtype=torch.float64)
         self.log_dict({**logs, "train/g_loss": g_loss}, prog_bar=False, on_step=True, on_epoch=True, batch_size=len(image))
 
-    def discriminator_steps(self, image: torch.Tensor, vessel: torch.Tensor, fake: torch.Tensor, d_opt, logs: dict) -> None:
+    def pair_scores(self, condition: torch.Tensor, vessel: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Discriminator logits of the real pairs, then the generated ones, in one forward pass (one BatchNorm batch)."""
+        return self.discriminator(torch.cat([condition, condition]), torch.cat([vessel, fake]).to(condition.dtype)).float()
+
+    def discriminator_steps(self, condition: torch.Tensor, vessel: torch.Tensor, fake: torch.Tensor, d_opt, logs: dict) -> None:
         """`d_steps` updates on real and fake (image, map) pairs in one forward pass each, the generator output detached."""
-        condition = self.discriminator_image(image)
-        labels = torch.cat([torch.ones(len(image), 1), torch.zeros(len(image), 1)]).to(image.device)
+        size = len(condition)
+        labels = torch.cat([torch.ones(size, 1), torch.zeros(size, 1)]).to(condition.device)
         for _ in range(self.gan_config.d_steps):
-            scores = self.discriminator(torch.cat([condition, condition]), torch.cat([vessel, fake.detach()]).to(condition.dtype)).float()
+            scores = self.pair_scores(condition, vessel, fake.detach())
             d_loss = F.binary_cross_entropy_with_logits(scores, labels)
             d_opt.zero_grad()
             self.manual_backward(d_loss)
@@ -126,19 +131,16 @@ class GANModule(SegmentationModule):
             d_opt.step()
         with torch.no_grad():
             real_score, fake_score = torch.sigmoid(scores).chunk(2)
-        size = len(image)
         self.log("train/d_acc_real", (real_score > 0.5).float().mean(), on_step=True, on_epoch=True, batch_size=size)
         self.log("train/d_acc_fake", (fake_score < 0.5).float().mean(), on_step=True, on_epoch=True, batch_size=size)
         logs["train/d_loss"] = d_loss
 
-    def adversarial_loss(self, image: torch.Tensor, vessel: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    def adversarial_loss(self, condition: torch.Tensor, vessel: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         """The generator's loss: BCE of the discriminator's scores of its pairs against the `real` label. The
         pairs go through the discriminator beside the real ones, as in its own step, so its BatchNorm
         normalises the same kind of batch it learnt on: on generated pairs alone (batch statistics of fakes
         only) a discriminator that separates them perfectly in its step can score them `real` here."""
-        condition = self.discriminator_image(image)
-        scores = self.discriminator(torch.cat([condition, condition]), torch.cat([vessel, fake]).to(condition.dtype)).float()
-        fake_scores = scores[len(image) :]
+        fake_scores = self.pair_scores(condition, vessel, fake)[len(condition) :]
         return F.binary_cross_entropy_with_logits(fake_scores, torch.ones_like(fake_scores))
 
     def _clip(self, optimizer) -> None:

@@ -12,11 +12,11 @@ its recipe (experiment, profile, arm, seed), SHA-256, test scores and the proven
 
 from __future__ import annotations
 
-import hashlib
 import json
 from importlib import resources
 from pathlib import Path
 
+from retinalight.data.check import sha256
 from retinalight.errors import DataFileError, UnknownNameError, close_matches
 
 MANIFEST = "weights.json"
@@ -45,7 +45,3 @@ def weights_path(name: str) -> Path:
             f"{path}: SHA-256 differs from weights.json (modified or truncated); rebuild: python -m retinalight.weights build {name}"
         )
     return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -15,8 +15,9 @@ import json
 from pathlib import Path
 
 from retinalight.cli import add_data_root, run_main
+from retinalight.data.check import sha256
 from retinalight.errors import DataFileError
-from retinalight.weights import MANIFEST, folder, manifest, sha256
+from retinalight.weights import MANIFEST, folder, manifest
 
 
 def build(name: str, runs: Path, data_root: str | None, out: Path) -> dict:
