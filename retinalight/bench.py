@@ -16,6 +16,7 @@ Writes results/bench/bench-<speed class>-<CPU capability>.json and .md; its Goal
 its own targets. Timings are medians of repeated runs after warm-up; compare within a run.
 
   python -m retinalight.bench --gpu-check                  # on a CUDA machine: training, DDP, GAN, inference (retinalight.gpu_check)
+  python -m retinalight.bench --estimate retinagan_drive --tflops 5   # a profile's training FLOPs and GPU hours, before a GPU
 """
 
 from __future__ import annotations
@@ -180,6 +181,63 @@ def bench_end_to_end(model: nn.Module, data_root: Path, repeats: int, auto_bf16:
     return out
 
 
+def training_estimate(experiment: str, profile: str, overrides: list[str] | None = None, arms: list[str] | None = None) -> list[dict]:
+    """Each run arm's training FLOPs from its resolved config, with no data and no training: a network's update
+    counts 3x its forward FLOPs (the backward about twice the forward), the discriminator's once per d_step
+    and once in the generator's step; validation and testing count forward passes. For GPU time before a GPU."""
+    from retinalight.config import DISCRIMINATOR_INPUTS
+    from retinalight.data.datasets import DATASETS, get_dataset
+    from retinalight.data.geometry import padded_size
+    from retinalight.experiments import load_experiment
+    from retinalight.models import create_model
+
+    exp = load_experiment(experiment, profile, overrides or [])
+    cache: dict = {}
+
+    def forward(spec: tuple, side: int, count: float, channels: int = 3) -> float:
+        """Forward FLOPs of `count` inputs of `channels` x side x side (FLOPs grow linearly with the batch)."""
+        if (spec, side) not in cache:
+            cache[spec, side] = forward_flops(create_model(spec[0], **dict(spec[1])), (1, channels, side, side))
+        return count * cache[spec, side]
+
+    rows = []
+    for arm in arms or exp.run_arms:
+        config = exp.run_config(arm, 0)
+        data, gan, trainer, evaluation = config.data, config.gan, config.trainer, config.evaluation
+        generator = (config.model.name, tuple(sorted(config.model.kwargs.items())))
+        height, width = DATASETS[data.dataset].size
+        side = padded_size(data.resize or height, data.resize or width, data.pad_multiple)[0]
+        patch = evaluation.patch_size
+        grid = (-(-side // (patch - evaluation.patch_overlap))) ** 2 if patch else 1
+        steps = trainer.max_epochs * -(-data.samples_per_epoch // data.batch_size)
+        batch = data.batch_size
+        if config.module == "gan" and gan.discriminator_scope == "image":
+            step = 3 * forward(generator, patch, batch * grid)
+        else:
+            step = 3 * forward(generator, data.crop_size or side, batch)
+        if config.module == "gan" and gan.adversarial_weight > 0:
+            spec, condition = dict(gan.discriminator), DISCRIMINATOR_INPUTS[gan.discriminator_input]
+            discriminator = (spec.pop("name"), tuple(sorted({**spec, "in_channels": condition + 1}.items())))
+            judged = side if gan.discriminator_scope == "image" else data.crop_size or side
+            step += (gan.d_steps + 1) * 3 * forward(discriminator, judged, 2 * batch, condition)  # real and fake pairs
+        image = forward(generator, patch, grid) if patch else forward(generator, side, 1)
+        tests = len(get_dataset(data.dataset, ".", **data.dataset_kwargs).ids("test"))
+        validated = tests if data.val_mode == "test" else data.val_count  # holdout and augmented: val_count images
+        total = steps * step + (trainer.max_epochs // trainer.check_val_every_n_epoch * validated + tests) * image
+        rows.append({"arm": arm, "steps": steps, "gflop_per_step": round(step / 1e9, 1), "pflop": round(total / 1e15, 3)})
+    return rows
+
+
+def estimate_table(experiment: str, profile: str, tflops: float, arms: list[str] | None = None) -> str:
+    rows = training_estimate(experiment, profile, arms=arms)
+    lines = [f"# {experiment}, profile {profile}: training FLOPs (retinalight.bench.training_estimate)", ""]
+    lines += [f"| arm | training steps | GFLOP per step | PFLOP in all | minutes at {tflops:g} TFLOP/s |"]
+    lines += ["|---|---|---|---|---|"]
+    lines += [f"| {r['arm']} | {r['steps']} | {r['gflop_per_step']} | {r['pflop']} | {r['pflop'] * 1000 / tflops / 60:.1f} |" for r in rows]
+    total = sum(r["pflop"] for r in rows)
+    return "\n".join([*lines, f"| all | | | {total:.3f} | {total * 1000 / tflops / 60:.1f} |"])
+
+
 def wall_seconds(command: list[str], repeats: int = 3) -> float:
     """Median wall-clock seconds of a command in a fresh process (it must succeed: else one line naming it)."""
     times = []
@@ -275,8 +333,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--device", default="cuda", choices=["cuda", "cpu"], help="with --gpu-check: cpu runs the same code path on the CPU"
     )
+    parser.add_argument(
+        "--estimate",
+        metavar="EXP",
+        help="instead: each arm's training FLOPs and minutes at --tflops, from the experiment's resolved config (no data, no training)",
+    )
+    parser.add_argument("--profile", default="paper", help="with --estimate: the profile (default: paper)")
+    parser.add_argument(
+        "--tflops",
+        type=float,
+        default=5.0,
+        help="with --estimate: sustained TFLOP/s of your device (default 5; --gpu-check prints SA-UNet's on a GPU)",
+    )
     add_data_root(parser)
     args = parser.parse_args(argv)
+    if args.estimate:
+        print(estimate_table(args.estimate, args.profile, args.tflops))
+        return 0
     if args.gpu_check:
         from retinalight.gpu_check import gpu_check
 

@@ -327,6 +327,11 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
         if module not in MODULES:
             raise ConfigError(f"'{where}.module' = {module!r}: choose from {', '.join(MODULES)}{close_matches(str(module), MODULES)}")
         _check_run(sections, where)
+        if sections["data"].val_mode == "augmented" and profile != DEFAULT_PROFILE:
+            raise ConfigError(
+                f"'{where}.data.val_mode' = 'augmented' validates on augmented copies of the training images, a leak "
+                f"allowed only in the `{DEFAULT_PROFILE}` profile (a paper's own protocol); use holdout or test"
+            )
         if module == "gan":
             _check_gan(sections, where)
         model = _model(spec["model"], f"{where}.model")

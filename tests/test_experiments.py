@@ -92,6 +92,29 @@ def test_bad_values_fail_at_load_in_one_line(overrides, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def test_augmented_validation_leaks_so_only_the_paper_profile_may_use_it():
+    assert load_experiment("ablation_drive", overrides=["data.val_mode=augmented", "data.val_count=26"]).run_arms
+    with pytest.raises(ConfigError, match="a leak allowed only in the `paper` profile"):
+        load_experiment("ablation_drive", "quick", ["data.val_mode=augmented"])
+
+
+def test_retina_gan_paper_profile_is_the_papers_protocol():
+    exp = load_experiment("retinagan_drive")  # the default profile
+    patches_seen = {}
+    for arm in exp.run_arms:
+        config = exp.run_config(arm, 0)
+        data = config.data
+        assert (data.resize, config.evaluation.patch_size, data.val_mode, data.val_count) == (512, 128, "augmented", 120)
+        assert (config.optimizer.lr, config.optimizer.schedule, config.optimizer.gamma) == (5e-4, "multistep", 1.0)  # constant
+        assert config.evaluation.test_checkpoint == "best"
+        per_batch = 16 * data.batch_size if data.crop_size is None else data.batch_size
+        patches_seen[arm] = config.trainer.max_epochs * data.samples_per_epoch // data.batch_size * per_batch
+        if config.module == "gan":
+            assert config.gan.discriminator_scope == "image" and data.batch_size == 1
+            assert 4000 <= config.trainer.max_epochs * data.samples_per_epoch <= 4200  # generator iterations, its Fig. 7
+    assert len(set(patches_seen.values())) == 1, patches_seen  # every arm sees as many patches
+
+
 def test_every_shipped_profile_loads():
     from retinalight.experiments import list_experiments
 

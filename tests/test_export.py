@@ -147,3 +147,17 @@ def test_predict_precision_flag_changes_the_maps_only_slightly(drive_ckpt, data_
     assert predict_main(["--ckpt", str(drive_ckpt), "--input", str(image), "--out", str(tmp_path / "bf16"), *bf16_flag]) == 0
     a, b = read_grey(tmp_path / "fp32" / "03_test_prob.png").astype(int), read_grey(tmp_path / "bf16" / "03_test_prob.png").astype(int)
     assert (a != b).any() and np.abs(a - b).mean() < 2
+
+
+def test_training_estimate_counts_generator_patches_and_discriminator_pairs():
+    from retinalight.bench import estimate_table, training_estimate
+    from retinalight.models import create_model
+    from retinalight.timing import forward_flops
+
+    rows = {r["arm"]: r for r in training_estimate("retinagan_drive", "cpu", arms=["retina_gan", "retina_gan_pixel"])}
+    generator = forward_flops(create_model("retina_gan_generator"), (16, 3, 128, 128))  # one image: 16 patches
+    discriminator = forward_flops(create_model("patch_discriminator", in_channels=2), (2, 1, 512, 512))  # a real and a fake pair
+    assert rows["retina_gan_pixel"]["gflop_per_step"] == round(3 * generator / 1e9, 1)  # the control never runs D
+    assert rows["retina_gan"]["gflop_per_step"] == round((3 * generator + 2 * 3 * discriminator) / 1e9, 1)  # D's step, G's step
+    assert rows["retina_gan"]["steps"] == 600 and rows["retina_gan"]["pflop"] > rows["retina_gan_pixel"]["pflop"]
+    assert "| retina_gan | 600 |" in estimate_table("retinagan_drive", "cpu", 5.0, ["retina_gan"])
