@@ -147,7 +147,7 @@ class Experiment:
     profile: str
     seeds: list[int]
     arms: dict[str, dict]  # arm -> {"model": ModelConfig, "paper": {...}, sections...}
-    paper: dict = field(default_factory=dict)  # {"source", "protocol", "reference_arm"}
+    paper: dict = field(default_factory=dict)  # {"source", "protocol", "reference_arm", "claims"}
     run_arms: list[str] = field(default_factory=list)  # arms run when --arm is not given
     overrides: list[str] = field(default_factory=list)  # --set / bare key=value, as given
     hardware: str = "cpu-fp32"  # the speed class its `auto` values and `hardware:` sizes were resolved for
@@ -177,6 +177,18 @@ class Experiment:
 
     def paper_numbers(self, arm: str) -> dict[str, float]:
         return self.arms[arm].get("paper") or {}
+
+    @property
+    def claims(self) -> list[tuple[str, str]]:
+        """`paper.claims` as (better, worse) arm pairs: each summary tests every one ("retina_gan > r2unet")."""
+        return [parse_claim(text) for text in self.paper.get("claims") or []]
+
+
+def parse_claim(text) -> tuple[str, str]:
+    better, sep, worse = str(text).partition(">")
+    if not sep or not better.strip() or not worse.strip() or ">" in worse:
+        raise ConfigError(f"'paper.claims': {text!r} is not 'arm > other_arm' (e.g. retina_gan > r2unet)")
+    return better.strip(), worse.strip()
 
 
 EXPERIMENT_KEYS = {"name", "description", "seeds", "arms", "run_arms", "profiles", "paper", "module", "hardware", *SECTIONS}
@@ -340,6 +352,13 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
     for arm in run_arms:
         if arm not in arms:
             raise ConfigError(f"run_arms: unknown arm {arm!r}{close_matches(arm, arms)}")
+    claims = (raw.get("paper") or {}).get("claims") or []
+    if not isinstance(claims, list):
+        raise ConfigError("'paper.claims' must be a list of 'arm > other_arm'")
+    for claim in claims:
+        for arm in parse_claim(claim):
+            if arm not in arms:
+                raise ConfigError(f"'paper.claims': {claim!r}: unknown arm {arm!r}{close_matches(arm, arms)}")
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"'seeds' must be a list of integers, got {seeds!r}")

@@ -149,18 +149,37 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
                 "commands": [r.get("command") for r in arm_runs],
                 "devices": [r.get("device") for r in arm_runs],
             }
-        summary["protocols"][protocol] = {"arms": rows, "second_observer": second_observer(experiment, protocol, data_root)}
+        summary["protocols"][protocol] = {
+            "arms": rows,
+            "second_observer": second_observer(experiment, protocol, data_root),
+            "claims": [claim_test(runs, better, worse, protocol) for better, worse in experiment.claims],
+        }
     return summary
+
+
+def claim_test(runs: dict[str, list[dict]], better: str, worse: str, protocol: str) -> dict:
+    """A claim "better > worse" against the runs: the per-image differences (`compare`) and a verdict on AUC,
+    `holds` or `reversed` when its 95% interval excludes 0, `tie` when it spans 0, `one seed` without one."""
+    found = [[r for r in runs.get(arm, []) if protocol in r["protocols"]] for arm in (better, worse)]
+    test = compare(*found, protocol) if all(found) else None
+    if test is None:
+        verdict = "not run"
+    elif not test["auc"]["ci95"]:
+        verdict = f"one seed: {'ahead' if test['auc']['mean_diff'] > 0 else 'behind'}, no interval"
+    else:
+        low, high = test["auc"]["ci95"]
+        verdict = "holds" if low > 0 else "reversed" if high < 0 else "tie"
+    return {"claim": f"{better} > {worse}", "test": test, "verdict": verdict}
+
+
+def _difference(diff: dict) -> str:
+    return f"{diff['mean_diff']:+.4f}" + (f" [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}]" if diff["ci95"] else "")
 
 
 def _versus(test: dict | None) -> str:
     if not test:
         return "-"
-    cells = []
-    for metric in COMPARED:
-        diff = test[metric]
-        interval = f" [{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}]" if diff["ci95"] else ""
-        cells.append(f"{LABELS[metric]} {diff['mean_diff']:+.4f}{interval}")
+    cells = [f"{LABELS[metric]} {_difference(test[metric])}" for metric in COMPARED]
     if not test[COMPARED[0]]["ci95"]:
         cells.append("(1 seed: seed spread unknown, no interval)")
     return "; ".join(cells)
@@ -207,6 +226,19 @@ def format_markdown(summary: dict) -> str:
             so = block["second_observer"]
             lines.append("| 2nd human observer | | " + " | ".join(f"{so[k]:.4f}" for k in METRICS) + " | | |")
         lines.append("")
+        if block.get("claims"):
+            lines += [
+                f"Claims (`paper.claims`), protocol `{protocol}`: mean per-image difference [95% CI]; the verdict reads the AUC interval.",
+                "",
+                "| claim | seeds | AUC | F1 | verdict |",
+                "|---|---|---|---|---|",
+            ]
+            for claim in block["claims"]:
+                test = claim["test"]
+                cells = [_difference(test[m]) for m in ("auc", "f1")] if test else ["-", "-"]
+                seeds = " vs ".join(map(str, test["seeds"])) if test else "-"
+                lines.append(f"| {claim['claim']} | {seeds} | {cells[0]} | {cells[1]} | {claim['verdict']} |")
+            lines.append("")
     arms = next(iter(summary["protocols"].values()), {}).get("arms", {})
     if arms:
         lines += [

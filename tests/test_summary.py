@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retinalight.summary import _versus, compare, hierarchical_bootstrap
+from retinalight.summary import _versus, claim_test, compare, hierarchical_bootstrap
 
 
 def test_bootstrap_interval_covers_a_true_difference_and_excludes_zero():
@@ -41,6 +41,41 @@ def test_one_seed_gives_no_interval_and_says_so():
     assert "1 seed: seed spread unknown" in _versus(one)
     two = compare(_runs([[0.8, 0.82, 0.79], [0.81, 0.82, 0.8]]), _runs([[0.78, 0.8, 0.77], [0.79, 0.8, 0.78]]), "fov")
     assert two["f1"]["ci95"] is not None and "seed spread unknown" not in _versus(two)
+
+
+def test_a_claim_holds_is_reversed_ties_or_waits_for_seeds():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.9, 0.97, size=20)
+    runs = {
+        "strong": _runs([base + 0.01 + rng.normal(0, 0.002, 20) for _ in range(3)]),
+        "weak": _runs([base + rng.normal(0, 0.002, 20) for _ in range(3)]),
+        "twin": _runs([base + rng.normal(0, 0.002, 20) for _ in range(3)]),
+        "single": _runs([base + 0.01]),
+    }
+    verdicts = {
+        (a, b): claim_test(runs, a, b, "fov")["verdict"]
+        for a, b in [("strong", "weak"), ("weak", "strong"), ("twin", "weak"), ("single", "weak"), ("strong", "absent")]
+    }
+    assert verdicts == {
+        ("strong", "weak"): "holds",
+        ("weak", "strong"): "reversed",
+        ("twin", "weak"): "tie",
+        ("single", "weak"): "one seed: ahead, no interval",
+        ("strong", "absent"): "not run",
+    }
+
+
+def test_claims_name_known_arms():
+    import pytest
+
+    from retinalight.errors import ConfigError
+    from retinalight.experiments import load_experiment
+
+    assert ("retina_gan", "r2unet") in load_experiment("retinagan_drive", "quick").claims
+    with pytest.raises(ConfigError, match="unknown arm 'retina_ga'"):
+        load_experiment("retinagan_drive", "quick", ["paper.claims=[retina_ga > unet]"])
+    with pytest.raises(ConfigError, match="is not 'arm > other_arm'"):
+        load_experiment("retinagan_drive", "quick", ["paper.claims=[retina_gan < unet]"])
 
 
 def test_a_table_completed_later_names_the_commit_and_command_of_each_seed():
