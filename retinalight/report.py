@@ -7,6 +7,7 @@
 Figures (each skipped, with a line in report.md saying why, when its inputs are absent):
 - per_image_<protocol>.png: ACC, SE and SP of every test image for every arm (Retina-GAN's Figs. 9-11);
 - pooled_<protocol>.png: pooled AUC and F1 per arm, mean and seeds, the paper's value beside ours;
+- claims_<protocol>.png: each of the experiment's `paper.claims` with its difference, interval and verdict;
 - curves.png: validation AUC against training minutes (each run's curve.csv); losses.png: training and
   validation loss per epoch (SA-UNet's Fig. 2); adversarial.png (GAN arms): the discriminator's accuracy on
   real and on generated maps and the generator's adversarial loss against batches;
@@ -110,6 +111,35 @@ def plot_pooled(summary: dict, protocol: str, out: Path, plt, peers: dict | None
         ax.grid(axis="x", alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower left")
     return save(fig, out / f"pooled_{protocol}.png", plt)
+
+
+VERDICT_COLOURS = {"holds": "#54a24b", "reversed": "#e45756", "tie": "#888888"}
+
+
+def plot_claims(summary: dict, protocol: str, out: Path, plt) -> Path | None:
+    """claims_<protocol>.png: each `paper.claims` entry's mean per-image AUC and F1 difference with its 95%
+    interval (a dot alone: one seed, no interval), coloured by verdict; right of 0 is the claim's way."""
+    claims = [c for c in summary["protocols"][protocol].get("claims") or [] if c["test"]]
+    if not claims:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(claims) + 1.4), constrained_layout=True, sharey=True)
+    for ax, key in zip(axes, ("auc", "f1")):
+        for y, claim in enumerate(claims):
+            diff = claim["test"][key]
+            colour = VERDICT_COLOURS.get(claim["verdict"], "#4c78a8")
+            if diff["ci95"]:
+                low, high = diff["ci95"]
+                ax.errorbar(
+                    diff["mean_diff"], y, xerr=[[diff["mean_diff"] - low], [high - diff["mean_diff"]]], color=colour, capsize=3, fmt="o"
+                )
+            else:
+                ax.plot(diff["mean_diff"], y, "o", mfc="white", color=colour)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set(title=f"{key.upper()} difference, per image ({protocol})", xlabel="better - worse")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(claims)), [f"{c['claim']}: {c['verdict']}" for c in claims])
+    axes[0].invert_yaxis()
+    return save(fig, out / f"claims_{protocol}.png", plt)
 
 
 def plot_curves(curves: dict[str, list[Path]], out: Path, plt) -> Path | None:
@@ -313,6 +343,9 @@ def write_report(
         tables |= {name: {r["id"]: r for r in result["per_image"]} for name, result in peers[protocol].items()}
         lines.append(f"![per image, {protocol}]({plot_per_image(tables, protocol, out, plt).name})")
         lines.append(f"![pooled, {protocol}]({plot_pooled(summary, protocol, out, plt, peers[protocol]).name})")
+        claims = plot_claims(summary, protocol, out, plt)
+        if claims:
+            lines.append(f"![claims, {protocol}]({claims.name})")
     curves = plot_curves({arm: [s / "curve.csv" for s in seeds[arm] if (s / "curve.csv").is_file()] for arm in arms}, out, plt)
     lines.append(f"![curves]({curves.name})" if curves else "No learning curves: these runs validated nothing (curve.csv absent).")
     losses = plot_losses({arm: seeds[arm][0] / "logs" / "metrics.csv" for arm in arms}, out, plt)

@@ -24,7 +24,8 @@ def test_report_has_table_and_figures(smoke_runs, tmp_path, capsys):
     assert report_main([str(smoke_runs), "--out", str(tmp_path)]) == 0
     report = (tmp_path / "report.md").read_text()
     assert "| unet |" in report and "| sa_unet |" in report
-    for name in ("per_image_fov.png", "pooled_fov.png", "curves.png", "panels.png"):
+    assert "| sa_unet > unet | 1 vs 1 |" in report and "one seed: " in report  # paper.claims, tested
+    for name in ("per_image_fov.png", "pooled_fov.png", "claims_fov.png", "curves.png", "panels.png"):
         assert (tmp_path / name).stat().st_size > 5_000, name
         assert f"({name})" in report
 
