@@ -352,13 +352,7 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
     for arm in run_arms:
         if arm not in arms:
             raise ConfigError(f"run_arms: unknown arm {arm!r}{close_matches(arm, arms)}")
-    claims = (raw.get("paper") or {}).get("claims") or []
-    if not isinstance(claims, list):
-        raise ConfigError("'paper.claims' must be a list of 'arm > other_arm'")
-    for claim in claims:
-        for arm in parse_claim(claim):
-            if arm not in arms:
-                raise ConfigError(f"'paper.claims': {claim!r}: unknown arm {arm!r}{close_matches(arm, arms)}")
+    _check_claims((raw.get("paper") or {}).get("claims") or [], arms)
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
         raise ConfigError(f"'seeds' must be a list of integers, got {seeds!r}")
@@ -374,6 +368,15 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
         overrides=list(overrides),
         hardware=hardware,
     )
+
+
+def _check_claims(claims, arms: dict) -> None:
+    if not isinstance(claims, list):
+        raise ConfigError("'paper.claims' must be a list of 'arm > other_arm'")
+    for claim in claims:
+        for arm in parse_claim(claim):
+            if arm not in arms:
+                raise ConfigError(f"'paper.claims': {claim!r}: unknown arm {arm!r}{close_matches(arm, arms)}")
 
 
 def select_hardware(raw: dict, hardware: str) -> dict:
