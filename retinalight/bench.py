@@ -36,6 +36,7 @@ from torch import nn
 
 from retinalight.cli import add_data_root, resolve_data_root, run_main
 from retinalight.errors import RetinalightError
+from retinalight.experiments import DEFAULT_PROFILE
 from retinalight.provenance import provenance
 from retinalight.timing import bench_variant, forward_flops, peak_rss_mb, timed
 
@@ -186,8 +187,9 @@ def training_estimate(experiment: str, profile: str, overrides: list[str] | None
     counts 3x its forward FLOPs (the backward about twice the forward), the discriminator's once per d_step
     and once in the generator's step; validation and testing count forward passes. For GPU time before a GPU."""
     from retinalight.config import DISCRIMINATOR_INPUTS
-    from retinalight.data.datasets import DATASETS, get_dataset
+    from retinalight.data.datasets import get_dataset
     from retinalight.data.geometry import padded_size
+    from retinalight.data.patches import patch_grid
     from retinalight.experiments import load_experiment
     from retinalight.models import create_model
 
@@ -205,10 +207,11 @@ def training_estimate(experiment: str, profile: str, overrides: list[str] | None
         config = exp.run_config(arm, 0)
         data, gan, trainer, evaluation = config.data, config.gan, config.trainer, config.evaluation
         generator = (config.model.name, tuple(sorted(config.model.kwargs.items())))
-        height, width = DATASETS[data.dataset].size
+        reader = get_dataset(data.dataset, ".", **data.dataset_kwargs)  # its declared size and split: no files read
+        height, width = reader.size
         side = padded_size(data.resize or height, data.resize or width, data.pad_multiple)[0]
         patch = evaluation.patch_size
-        grid = (-(-side // (patch - evaluation.patch_overlap))) ** 2 if patch else 1
+        grid = len(patch_grid(side, side, patch, evaluation.patch_overlap)) if patch else 1  # inference's own tiling
         steps = trainer.max_epochs * -(-data.samples_per_epoch // data.batch_size)
         batch = data.batch_size
         if config.module == "gan" and gan.discriminator_scope == "image":
@@ -221,7 +224,7 @@ def training_estimate(experiment: str, profile: str, overrides: list[str] | None
             judged = side if gan.discriminator_scope == "image" else data.crop_size or side
             step += (gan.d_steps + 1) * 3 * forward(discriminator, judged, 2 * batch, condition)  # real and fake pairs
         image = forward(generator, patch, grid) if patch else forward(generator, side, 1)
-        tests = len(get_dataset(data.dataset, ".", **data.dataset_kwargs).ids("test"))
+        tests = len(reader.ids("test"))
         validated = tests if data.val_mode == "test" else data.val_count  # holdout and augmented: val_count images
         total = steps * step + (trainer.max_epochs // trainer.check_val_every_n_epoch * validated + tests) * image
         rows.append({"arm": arm, "steps": steps, "gflop_per_step": round(step / 1e9, 1), "pflop": round(total / 1e15, 3)})
@@ -338,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="EXP",
         help="instead: each arm's training FLOPs and minutes at --tflops, from the experiment's resolved config (no data, no training)",
     )
-    parser.add_argument("--profile", default="paper", help="with --estimate: the profile (default: paper)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"with --estimate: the profile (default: {DEFAULT_PROFILE})")
     parser.add_argument(
         "--tflops",
         type=float,

@@ -318,7 +318,7 @@ def _resolve(raw: dict, path: Path, profile: str, overrides: list[str]) -> Exper
         raw = deep_merge(raw, profiles[profile])
     elif profile != DEFAULT_PROFILE:
         raise UnknownNameError(
-            f"unknown profile {profile!r}{close_matches(profile, profiles)}; profiles: {', '.join([DEFAULT_PROFILE, *profiles])}"
+            f"unknown profile {profile!r}{close_matches(profile, profiles)}; profiles: {', '.join(dict.fromkeys([DEFAULT_PROFILE, *profiles]))}"
         )
     accelerator = (apply_overrides(raw, overrides).get("trainer") or {}).get("accelerator", "auto")  # --set may name it
     hardware = speed_class(str(accelerator))

@@ -161,3 +161,4 @@ def test_training_estimate_counts_generator_patches_and_discriminator_pairs():
     assert rows["retina_gan"]["gflop_per_step"] == round((3 * generator + 2 * 3 * discriminator) / 1e9, 1)  # D's step, G's step
     assert rows["retina_gan"]["steps"] == 600 and rows["retina_gan"]["pflop"] > rows["retina_gan_pixel"]["pflop"]
     assert "| retina_gan | 600 |" in estimate_table("retinagan_drive", "cpu", 5.0, ["retina_gan"])
+    assert [r["steps"] for r in training_estimate("smoke_synthetic", "paper")] == [8, 8]  # a reader's own size (64x64)
