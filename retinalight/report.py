@@ -137,6 +137,7 @@ def plot_claims(summary: dict, protocol: str, out: Path, plt) -> Path | None:
         ax.axvline(0, color="black", lw=0.8)
         ax.set(title=f"{key.upper()} difference, per image ({protocol})", xlabel="better - worse")
         ax.grid(axis="x", alpha=0.3)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5))  # four-decimal ticks overlap at matplotlib's default count
     axes[0].set_yticks(range(len(claims)), [f"{c['claim']}: {c['verdict']}" for c in claims])
     axes[0].invert_yaxis()
     return save(fig, out / f"claims_{protocol}.png", plt)
