@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 SMALL = ["trainer.max_epochs=1", "data.samples_per_epoch=32"]  # a few steps: the code path, not the result
+GAN_ARM = "retina_gan"
 # the GAN arm's own sampling (whole images, its quick profile's 50) wins over data.*: 2 images, adversarial from step 1
-GAN_SMALL = ["arms.retina_gan.data.samples_per_epoch=2", "gan.adversarial_warmup=1"]
+GAN_SMALL = [f"arms.{GAN_ARM}.data.samples_per_epoch=2", "gan.adversarial_warmup=1"]
 
 
 def gpu_check(device: str, data_root: Path, echo: Callable[[str], None] = print) -> int:
@@ -53,7 +54,7 @@ def gpu_check(device: str, data_root: Path, echo: Callable[[str], None] = print)
 
         part("training", lambda: _train(state, runs, "ablation_drive", "sa_unet", quick, data_root))
         part("ddp", lambda: _train({}, runs, "ablation_drive", "unet", [*accelerator, *SMALL, "trainer.strategy=ddp"], data_root))
-        part("gan", lambda: _train({}, runs, "retinagan_drive", "retina_gan", [*accelerator, *SMALL, *GAN_SMALL], data_root))
+        part("gan", lambda: _train({}, runs, "retinagan_drive", GAN_ARM, [*accelerator, *SMALL, *GAN_SMALL], data_root))
         part("inference", lambda: _inference(state, Path(folder), device, data_root))
         part("speed", lambda: _speed(torch.device(device)))
     failed = [name for name, ok in results.items() if not ok]
