@@ -337,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
         "--device", default="cuda", choices=["cuda", "cpu"], help="with --gpu-check: cpu runs the same code path on the CPU"
     )
     parser.add_argument(
+        "--parts", nargs="+", default=None, metavar="PART", help="with --gpu-check: only these parts (training ddp gan inference speed)"
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="with --gpu-check: write every part's verdict and figures")
+    parser.add_argument(
         "--estimate",
         metavar="EXP",
         help="instead: each arm's training FLOPs and minutes at --tflops, from the experiment's resolved config (no data, no training)",
@@ -354,9 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         print(estimate_table(args.estimate, args.profile, args.tflops))
         return 0
     if args.gpu_check:
-        from retinalight.gpu_check import gpu_check
+        from retinalight.gpu_check import PARTS, gpu_check
 
-        return gpu_check(args.device, resolve_data_root(args.data_root))
+        unknown = [p for p in args.parts or [] if p not in PARTS]
+        if unknown:
+            raise RetinalightError(f"--parts {' '.join(unknown)}: choose from {', '.join(PARTS)}")
+        return gpu_check(args.device, resolve_data_root(args.data_root), parts=tuple(args.parts or PARTS), json_path=args.json)
     from retinalight.hardware import speed_class
     from retinalight.models import create_model
 

@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", default="runs", metavar="DIR", help="root of run folders (default: ./runs)")
     parser.add_argument("--resume", action="store_true", help="continue unfinished runs from their last checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="delete and redo existing runs")
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="train nothing: rebuild the summary from the complete run folders there are (after arms trained in separate processes or jobs)",
+    )
     parser.add_argument("--list-models", action="store_true", help="print the model registry and exit")
     parser.add_argument(
         "--list-experiments",
@@ -143,12 +148,15 @@ def main(argv: list[str] | None = None) -> int:
 
     with handling_signals():  # SIGUSR1, SIGTERM and Ctrl-C stop at a safe point, from here to the end
         experiment = load_from_args(args)
-        from retinalight.summary import format_markdown, summary_paths
+        from retinalight.summary import format_markdown, summary_paths, write_summary
         from retinalight.training.runner import fit_experiment
 
-        summary = fit_experiment(
-            experiment, Path(args.runs), args.arm, args.seeds, args.resume, args.overwrite, args.logger, args.data_root
-        )
+        if args.summary_only:
+            summary = {**write_summary(experiment, Path(args.runs), args.data_root), "failures": []}
+        else:
+            summary = fit_experiment(
+                experiment, Path(args.runs), args.arm, args.seeds, args.resume, args.overwrite, args.logger, args.data_root
+            )
     if "protocols" in summary:
         print(format_markdown(summary))
         print(f"summary: {summary_paths(experiment, Path(args.runs))[1]}")

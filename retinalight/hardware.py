@@ -100,6 +100,13 @@ def resolve_flush_denormal(value: bool | str, precision: str, speed: str) -> boo
     return speed != "cuda" and precision in ("32-true", "32")
 
 
+def resolve_cudnn_benchmark(speed: str, deterministic: bool) -> bool:
+    """cuDNN's autotuner on CUDA (every training batch of a run has one shape: whole padded images or fixed
+    crops, so the fastest convolution algorithm is found once), off where results must be deterministic. Not
+    part of a run's identity: it picks among algorithms that compute the same convolution."""
+    return speed == "cuda" and not deterministic
+
+
 @contextlib.contextmanager
 def denormals_flushed(enabled: bool):
     """Inside the block, float denormals are flushed to zero (x86 FTZ/DAZ, `torch.set_flush_denormal`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -11,10 +12,15 @@ import torch
 
 from retinalight.hardware import hardware_info, hardware_label
 
+COMMIT_ENV = "RETINALIGHT_COMMIT"
+
 
 def git_commit(where: Path = Path(__file__).parent) -> str:
     """Short commit of the checkout at `where`, "+dirty" when tracked files differ from it. Changes under
-    results/ do not count: completing a committed table (`--runs results`) rewrites its summaries there."""
+    results/ do not count: completing a committed table (`--runs results`) rewrites its summaries there.
+    $RETINALIGHT_COMMIT names it where there is no checkout (a copy of the tree on a cluster or GPU machine)."""
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(

@@ -29,6 +29,13 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 2, device: torch
     return statistics.median(times)
 
 
+def matmul_tflops(device: torch.device, side: int = 8192, repeats: int = 10) -> float:
+    """The device's bf16 matrix rate, measured: TFLOP/s of a side x side x side product on random data, the
+    ceiling a network's achieved rate is read against."""
+    a, b = (torch.randn(side, side, device=device, dtype=torch.bfloat16) for _ in range(2))
+    return 2 * side**3 / timed(lambda: a @ b, repeats, warmup=3, device=device) / 1e12
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

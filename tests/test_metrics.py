@@ -153,3 +153,26 @@ def test_chase_names_with_suffixes_match(data_root, tmp_path):
     for i in chase.ids("test"):
         (tmp_path / f"{i}_pred.png").touch()
     assert find_predictions(tmp_path, chase.ids("test"))["Image_11L"].name == "Image_11L_pred.png"
+
+
+def test_histogram_auroc_counts_what_torchmetrics_loop_counts():
+    """Validation's binned AUC (one histogram per update) against torchmetrics' own loop over thresholds, on
+    more pixels than its vectorised path takes, with predictions exactly on thresholds and at 0 and 1."""
+    from torchmetrics.classification import BinaryAUROC
+
+    from retinalight.metrics.histogram import HistogramAUROC, histogram_confmat
+
+    generator = torch.Generator().manual_seed(0)
+    reference, ours = BinaryAUROC(thresholds=1000, validate_args=False), HistogramAUROC(thresholds=1000, validate_args=False)
+    for _ in range(2):
+        prob = torch.rand(60_000, generator=generator) ** 2
+        prob[:1000] = ours.thresholds[torch.randint(0, 1000, (1000,), generator=generator)]  # ties with a threshold
+        prob[1000:1010] = torch.tensor([0.0, 1.0]).repeat(5)
+        target = (torch.rand(60_000, generator=generator) < prob).long()
+        reference.update(prob, target)
+        ours.update(prob, target)
+    assert torch.equal(ours.confmat, reference.confmat)
+    assert ours.compute().item() == pytest.approx(reference.compute().item(), abs=1e-12)
+    assert 0.7 < ours.compute().item() < 1
+    single = histogram_confmat(torch.tensor([0.5]), torch.tensor([1]), torch.tensor([0.0, 0.5, 0.75]))
+    assert single.tolist() == [[[0, 0], [0, 1]], [[0, 0], [0, 1]], [[0, 0], [1, 0]]]  # 0.5 >= 0 and >= 0.5, not >= 0.75

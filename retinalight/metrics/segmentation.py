@@ -42,6 +42,8 @@ def metric_collection(threshold: float = 0.5, auc_thresholds: int | None = None,
         BinarySpecificity,
     )
 
+    from retinalight.metrics.histogram import HistogramAUROC
+
     kw = {"sync_on_compute": sync, "validate_args": False}
     return MetricCollection(
         {
@@ -50,7 +52,7 @@ def metric_collection(threshold: float = 0.5, auc_thresholds: int | None = None,
             "acc": BinaryAccuracy(threshold, **kw),
             "f1": BinaryF1Score(threshold, **kw),
             "mcc": BinaryMatthewsCorrCoef(threshold, **kw),
-            "auc": BinaryAUROC(thresholds=auc_thresholds, **kw),
+            "auc": (BinaryAUROC if auc_thresholds is None else HistogramAUROC)(thresholds=auc_thresholds, **kw),
         },
         prefix=prefix,
     )

@@ -21,7 +21,7 @@ from retinalight.data.datamodules import DATAMODULES
 from retinalight.data.io import write_grey
 from retinalight.errors import ConfigError, RetinalightError
 from retinalight.experiments import Experiment, RunConfig
-from retinalight.hardware import denormals_flushed
+from retinalight.hardware import denormals_flushed, resolve_cudnn_benchmark, speed_class
 from retinalight.inference import predict_samples
 from retinalight.metrics.segmentation import METRICS, evaluate_predictions
 from retinalight.models import count_parameters
@@ -191,6 +191,7 @@ def make_trainer(config: RunConfig, folder: Path, datamodule, logger: str, callb
         sync_batchnorm=t.sync_batchnorm,
         precision=t.precision,
         deterministic=t.deterministic,
+        benchmark=resolve_cudnn_benchmark(speed_class(t.accelerator), t.deterministic),
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
         limit_val_batches=1.0 if datamodule.has_validation else 0,
