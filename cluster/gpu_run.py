@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "ablation_drive"
 PROFILE = "paper"
 OTHER_PARTS = ["training", "ddp", "gan", "inference"]
+RESERVE = 80  # seconds kept after the arms for stopping them (30), the summary (imports alone took 17 s on the H200 machine) and packing
 FIRST = ["sa_unet", "unet"]  # the headline arm and the reference start first: a budget cut leaves them complete
 # the rehearsal: every path of the GPU run, a few steps per run on a CPU
 REHEARSAL_OVERRIDES = ["trainer.max_epochs=1", "data.samples_per_epoch=4", "data.batch_size=2"]
@@ -154,35 +155,55 @@ def fit_command(args: argparse.Namespace, arm: str | None) -> list[str]:
     return command + (["--set", *REHEARSAL_OVERRIDES] if args.rehearse else [])
 
 
-def run_slots(jobs: dict[str, list[str]], slots: int, deadline: float, log: Log, env: dict, logs: Path) -> dict[str, int]:
-    """Run `jobs` (name -> command), `slots` at a time, in order; at `deadline` (log.elapsed() seconds) stop
-    the ones running with SIGTERM and start no more. Returns each started job's exit status (143: stopped)."""
-    waiting, running, codes = list(jobs), {}, {}
-    stopping = False
+def run_slots(jobs: dict[str, list[str]], slots: int, deadline: float, log: Log, env: dict, logs: Path, grace: float = 30) -> dict:
+    """Run `jobs` (name -> command), `slots` at a time, in order. At `deadline` (log.elapsed() seconds) the
+    ones running get SIGTERM (a run saves an interruption checkpoint at a batch boundary or stops between test
+    images) and no more start; `grace` seconds later any still running are killed. Returns each job's exit
+    status (143: stopped by the signal, -9: killed), None for jobs never started."""
+    waiting, running, codes = list(jobs), {}, dict.fromkeys(jobs)
+    stopped_at = None
     while waiting or running:
-        while waiting and len(running) < slots and not stopping:
+        while waiting and len(running) < slots:
             name = waiting.pop(0)
             log(f"start {name}")
-            running[name] = subprocess.Popen(
-                jobs[name],
-                stdout=open(logs / f"{name}.log", "w"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=REPO,
-                start_new_session=True,
-            )
+            with open(logs / f"{name}.log", "w") as sink:  # the child keeps its own handle
+                running[name] = subprocess.Popen(
+                    jobs[name], stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO, start_new_session=True
+                )
         for name, process in list(running.items()):
             if process.poll() is not None:
                 codes[name] = process.returncode
                 log(f"{name} exited {process.returncode}")
                 del running[name]
-        if not stopping and log.elapsed() > deadline and (running or waiting):
-            stopping = True
+        if stopped_at is None and log.elapsed() > deadline and (running or waiting):
+            stopped_at = log.elapsed()
             log(f"budget spent: SIGTERM to {', '.join(running) or 'none'}; not started: {', '.join(waiting) or 'none'}")
+            waiting.clear()
             for process in running.values():
                 process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        if stopped_at is not None and log.elapsed() > stopped_at + grace:
+            for name, process in running.items():
+                log(f"{name} still running {grace:.0f} s after SIGTERM: killed")
+                process.kill()
+            stopped_at = float("inf")
+        time.sleep(0.2)
     return codes
+
+
+def take_runs(source: Path, runs: Path) -> list[str]:
+    """Copy the `paper` run folders of EXPERIMENT from `source` (a runs.tar.gz of an earlier call, or a runs
+    root such as results/) into `runs`: complete ones are reused, stopped ones continue from their
+    interruption checkpoint. Returns the arms copied."""
+    if source.is_file():
+        unpacked = runs.parent / f"{runs.name}-resumed"
+        with tarfile.open(source) as tar:
+            tar.extractall(unpacked, filter="data")
+        source = next(unpacked.glob(f"*/{EXPERIMENT}")).parent
+    arms = []
+    for folder in sorted((source / EXPERIMENT).glob(f"*/{PROFILE}-*")):
+        shutil.copytree(folder, runs / EXPERIMENT / folder.parent.name / folder.name, dirs_exist_ok=True)
+        arms.append(folder.parent.name)
+    return arms
 
 
 def pack(runs: Path, out: Path, log: Log) -> None:
@@ -233,7 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--budget", type=float, default=500, help="seconds from the start after which running arms are stopped (default 500)"
     )
-    parser.add_argument("--resume-from", type=Path, default=None, help="a runs.tar.gz of an earlier call: its stopped runs continue")
+    parser.add_argument(
+        "--resume-from",
+        type=Path,
+        default=None,
+        help="a runs.tar.gz of an earlier call, or a runs root (results/): its complete paper runs are reused, its stopped ones continue",
+    )
     parser.add_argument("--commit", default=None, help="the commit of this tree, recorded with every result (no .git on the GPU machine)")
     args = parser.parse_args(argv)
     out = args.out or Path(os.environ.get("OUT") or "gpu-out")
@@ -244,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     log = Log(out / "gpu-run.log")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "TQDM_MININTERVAL": "30"}
+    if args.rehearse:  # several processes share a few cores: one thread each instead of each taking them all
+        env |= {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if args.commit:
         env["RETINALIGHT_COMMIT"] = args.commit
     try:
@@ -254,10 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"error: {err}")
         return 2
     if args.resume_from:
-        with tarfile.open(args.resume_from) as tar:
-            tar.extractall(args.runs.parent / "resumed", filter="data")
-        shutil.copytree(args.runs.parent / "resumed" / "runs", args.runs, dirs_exist_ok=True)
-        log(f"continuing the runs of {args.resume_from}")
+        log(f"continuing from {args.resume_from}: {', '.join(take_runs(args.resume_from, args.runs)) or 'no run folders of this profile'}")
     sampler = device_report(args, out, log)
     device = "cpu" if args.rehearse else "cuda"
     check = [sys.executable, "-m", "retinalight.bench", "--gpu-check", "--device", device, "--data-root", str(args.data_root)]
@@ -275,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     log("started the other gpu-check parts: " + " ".join(OTHER_PARTS))
     arms = [a for a in FIRST if a in arms] + [a for a in arms if a not in FIRST]
-    codes = run_slots({arm: fit_command(args, arm) for arm in arms}, args.slots, args.budget, log, env, logs)
+    deadline = args.budget - RESERVE
+    codes = run_slots({arm: fit_command(args, arm) for arm in arms}, args.slots, deadline, log, env, logs)
     try:
-        others.wait(timeout=max(1.0, args.budget - log.elapsed()))
+        others.wait(timeout=max(1.0, deadline - log.elapsed()))
     except subprocess.TimeoutExpired:
         others.kill()
         log("the other gpu-check parts outran the budget: stopped")
@@ -290,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{path.name}:\n" + path.read_text())
     parts = gather_check(args.runs, out)
     pack(args.runs, out, log)
-    failed = [name for name, code in codes.items() if code] + [f"gpu-check {name}" for name, part in parts.items() if not part["pass"]]
+    failed = [f"{name} ({'not started' if code is None else f'exit {code}'})" for name, code in codes.items() if code != 0]
+    failed += [f"gpu-check {name}" for name, part in parts.items() if not part["pass"]]
     missing = [name for name in [*OTHER_PARTS, "speed"] if name not in parts]
     log(
         f"done: {len(arms)} arms, {'failed or stopped: ' + ', '.join(failed + missing) if failed or missing else 'every run and check passed'}"

@@ -87,6 +87,8 @@ class RunConfig:
             values.pop(key, None)
         values["data"].pop("data_root", None)
         values["data"].pop("pin_memory", None)  # how batches reach the GPU changes no number
+        if values["data"].get("num_workers") != 0:  # nor how many processes load them: sample k depends on (seed, k) alone.
+            values["data"].pop("num_workers", None)  # 0, what `auto` gives on a CPU, stays: earlier CPU runs keep their folders
         if values.get("module", "segmentation") == "segmentation":  # the GAN section changes nothing here
             values.pop("module", None)
             values.pop("gan", None)

@@ -132,17 +132,14 @@ def test_asking_for_cuda_without_one_is_one_line(data_root, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "error: --device cuda: no CUDA GPU is visible to PyTorch here (use --device cpu or auto)"
 
 
-@pytest.mark.slow
-def test_gpu_check_skips_without_cuda_and_its_cpu_mode_passes(data_root, capsys):
-    """The GPU check's five parts on the CPU (a few steps each): the code path a GPU machine will run."""
+def test_gpu_check_without_cuda_is_one_line(data_root, capsys):
+    """Asked for CUDA where there is none: one line, exit 0. Its five parts run on the CPU in the rehearsal
+    of the GPU run (tests/test_gpu_run.py), the code path a GPU machine runs."""
     import torch
 
     from retinalight.gpu_check import gpu_check
 
-    if not torch.cuda.is_available():
-        assert gpu_check("cuda", data_root) == 0
-        assert capsys.readouterr().out.count("\n") == 1
-    lines = []
-    assert gpu_check("cpu", data_root, echo=lines.append) == 0, lines
-    assert [line.split()[0:2] for line in lines[:5]] == [["PASS", n] for n in ("training", "ddp", "gan", "inference", "speed")]
-    assert lines[-1] == "gpu-check on cpu: 5 passed, 0 failed"
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is here")
+    assert gpu_check("cuda", data_root) == 0
+    assert capsys.readouterr().out.count("\n") == 1
