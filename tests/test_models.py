@@ -254,3 +254,20 @@ def test_unknown_model_and_argument_fail_with_close_matches():
         create_model("sa_unte")
     with pytest.raises(ConfigError, match="did you mean drop_rate"):
         create_model("sa_unet", droprate=0.1)
+
+
+def test_dense_keep_mask_equals_the_sparse_one_for_the_same_seeds():
+    """The GPU's sync-free DropBlock mask (a max-pool of a seed map) and the CPU's painted one agree pixel for
+    pixel on the same seeds, in both memory layouts; both keep the input's layout."""
+    from retinalight.models.blocks import dense_keep_mask, sparse_keep_mask
+
+    generator, dropped = torch.Generator().manual_seed(0), 0
+    for shape, size in [((3, 4, 40, 33), 7), ((2, 2, 9, 12), 3), ((1, 3, 7, 7), 7)]:
+        seeds = torch.rand(shape[0], shape[1], shape[2] - size + 1, shape[3] - size + 1, generator=generator) < 0.03
+        for layout in (torch.contiguous_format, torch.channels_last):
+            x = torch.zeros(shape).contiguous(memory_format=layout)
+            dense = dense_keep_mask(seeds, size, x)
+            sparse = sparse_keep_mask(torch.flatten(seeds).nonzero().flatten(), size, x)
+            assert torch.equal(dense, sparse) and dense.is_contiguous(memory_format=layout)
+            dropped += int((dense == 0).sum())
+    assert dropped > 0  # the seeds did drop blocks

@@ -30,8 +30,11 @@ class DropBlock(nn.Module):
     channel, output rescaled by numel / kept; identity in eval mode.
 
     Written here rather than taken from timm (`DropBlock2d`) because timm also seeds blocks that the border
-    clips, and its 7x7 max-pool mask made a CPU training step of SA-UNet about 2x slower; this version draws
-    only the few seeds (`bernoulli_positions`) and paints their blocks directly, in the input's memory layout.
+    clips, and its 7x7 max-pool mask made a CPU training step of SA-UNet about 2x slower; on a CPU this version
+    draws only the few seeds (`bernoulli_positions`) and paints their blocks directly, in the input's memory
+    layout. On a GPU that draw reads a count back to the host at every layer (SA-UNet's 128x128 training step
+    took 25 ms on an H200, its 592x592 step 30 ms: launch- and sync-bound), so there the seeds are a dense
+    Bernoulli map and the blocks a max-pool (`dense_keep_mask`): the same distribution, another random stream.
     """
 
     def __init__(self, drop_rate: float, block_size: int = 7):
@@ -50,23 +53,44 @@ class DropBlock(nn.Module):
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
             x = x.contiguous()
         with torch.no_grad():
-            # seeds index (plane, top, left) with plane = sample * channels + channel; each becomes a flat
-            # offset in x's own memory layout (NCHW or channels_last), so the mask multiplies without a copy
-            seeds = bernoulli_positions(batch * channels * valid_h * valid_w, gamma, x.device)
-            plane, seeds = seeds.div(valid_h * valid_w, rounding_mode="floor"), seeds % (valid_h * valid_w)
-            top, left = seeds.div(valid_w, rounding_mode="floor"), seeds % valid_w
-            stride_n, stride_c, stride_h, stride_w = x.stride()
-            corner = plane.div(channels, rounding_mode="floor") * stride_n + plane % channels * stride_c + top * stride_h + left * stride_w
-            offsets = torch.arange(size, device=x.device)
-            block = (offsets[:, None] * stride_h + offsets[None, :] * stride_w).view(-1)
-            keep = torch.ones(x.numel(), device=x.device, dtype=x.dtype)
-            keep[(corner[:, None] + block).view(-1)] = 0
+            if x.is_cuda:  # no host sync: the sparse draw below reads its count back once per layer, 28 stalls a step
+                keep = dense_keep_mask(torch.rand(batch, channels, valid_h, valid_w, device=x.device) < gamma, size, x)
+            else:
+                keep = sparse_keep_mask(bernoulli_positions(batch * channels * valid_h * valid_w, gamma, x.device), size, x)
             keep.mul_(keep.numel() / keep.sum().clamp(min=1))
-            keep = keep.as_strided(x.shape, x.stride())
         return x * keep
 
     def extra_repr(self) -> str:
         return f"drop_rate={self.drop_rate}, block_size={self.block_size}"
+
+
+def sparse_keep_mask(seeds: torch.Tensor, size: int, x: torch.Tensor) -> torch.Tensor:
+    """1 where x is kept, 0 in the size x size block below and right of each seed; `seeds` are flat indices
+    of (plane, top, left) over the valid corners, plane = sample * channels + channel. Each seed becomes an
+    offset in x's own memory layout (NCHW or channels_last), so the mask multiplies without a copy."""
+    channels, height, width = x.shape[1:]
+    valid_h, valid_w = height - size + 1, width - size + 1
+    plane, seeds = seeds.div(valid_h * valid_w, rounding_mode="floor"), seeds % (valid_h * valid_w)
+    top, left = seeds.div(valid_w, rounding_mode="floor"), seeds % valid_w
+    stride_n, stride_c, stride_h, stride_w = x.stride()
+    corner = plane.div(channels, rounding_mode="floor") * stride_n + plane % channels * stride_c + top * stride_h + left * stride_w
+    offsets = torch.arange(size, device=x.device)
+    block = (offsets[:, None] * stride_h + offsets[None, :] * stride_w).view(-1)
+    keep = torch.ones(x.numel(), device=x.device, dtype=x.dtype)
+    keep[(corner[:, None] + block).view(-1)] = 0
+    return keep.as_strided(x.shape, x.stride())
+
+
+def dense_keep_mask(seeds: torch.Tensor, size: int, x: torch.Tensor) -> torch.Tensor:
+    """The same mask from a boolean map of seeds over the valid corners (batch, channels, valid_h, valid_w):
+    a pixel is dropped when a seed sits within size - 1 above and left of it, a size x size max-pool of the
+    seed map padded by size - 1. Denser work than `sparse_keep_mask`, but its size is known up front, so a
+    GPU never waits for the host."""
+    pooled = nn.functional.max_pool2d(nn.functional.pad(seeds.to(x.dtype), (size - 1,) * 4), size, stride=1)
+    layout = (
+        torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
+    )
+    return (1 - pooled).contiguous(memory_format=layout)
 
 
 def bernoulli_positions(count: int, p: float, device: torch.device | str = "cpu") -> torch.Tensor:
