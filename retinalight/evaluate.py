@@ -20,6 +20,7 @@ from retinalight.cli import add_data_root, add_inference_options, inference_opti
 from retinalight.data.datasets import SPLITS, dataset_names, get_dataset
 from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import METRICS, PROTOCOLS, evaluate_predictions
+from retinalight.metrics.topology import TOPOLOGY
 
 
 def evaluate_checkpoint(ckpt: str, reader, split: str, protocol: str, bf16: bool = False, device: str = "cpu") -> dict:
@@ -39,7 +40,15 @@ def format_table(result: dict) -> str:
         for name, key in (("mean", "mean"), ("std", "std"), ("pooled", "pooled"))
     ]
     title = f"{result['dataset']} {result['split']}, protocol {result['protocol']} ({PROTOCOLS[result['protocol']]})"
-    return "\n".join([title, head, *rows, "-" * len(head), *stats])
+    topology = result["topology"]
+    topo_head = f"{'image':<12}" + "".join(f"{k.upper():>15}" for k in TOPOLOGY)
+    topo_rows = [f"{r['id']:<12}" + "".join(f"{r[k]:>15.4f}" for k in TOPOLOGY) for r in result["per_image"]]
+    topo_stats = [f"{name:<12}" + "".join(f"{topology[name][k]:>15.4f}" for k in TOPOLOGY) for name in ("mean", "std")]
+    note = (
+        f"topology at threshold {result['threshold']}: clDice; b0/b1 errors = mean |Betti difference| over {topology['patches']}; "
+        "whole-map b0 error and connected components (8-connected)"
+    )
+    return "\n".join([title, head, *rows, "-" * len(head), *stats, "", note, topo_head, *topo_rows, "-" * len(topo_head), *topo_stats])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DataFileError(f"--out {args.out}: cannot create the folder ({err.strerror or err})") from None
         source = {"pred_dir": str(args.pred_dir)} if args.pred_dir else {"checkpoint": str(args.ckpt)}
         source |= {"model": args.model} if args.model else {}
-        protocol = {k: result[k] for k in ("protocol", "threshold", "pooled", "per_image", "mean", "std")}
+        protocol = {k: result[k] for k in ("protocol", "threshold", "pooled", "per_image", "mean", "std", "topology")}
         write_json(
             args.out / "metrics.json",
             {"dataset": result["dataset"], "split": result["split"], **source, "protocols": {args.protocol: protocol}},

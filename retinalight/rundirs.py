@@ -63,15 +63,18 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def write_per_image(path: Path, results: dict) -> None:
-    """per_image.csv: protocol, id and every metric of each test image, for each protocol's result."""
+    """per_image.csv: protocol, id and every metric of each test image (pixel metrics, then the topology
+    ones where the result has them), for each protocol's result."""
     from retinalight.metrics.segmentation import METRICS
+    from retinalight.metrics.topology import TOPOLOGY
 
+    rows = [(protocol, row) for protocol, result in results.items() for row in result["per_image"]]
+    columns = [*METRICS, *(k for k in TOPOLOGY if rows and all(k in row for _, row in rows))]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["protocol", "id", *METRICS])
-        for protocol, result in results.items():
-            for row in result["per_image"]:
-                writer.writerow([protocol, row["id"], *(f"{row[k]:.6f}" for k in METRICS)])
+        writer.writerow(["protocol", "id", *columns])
+        for protocol, row in rows:
+            writer.writerow([protocol, row["id"], *(f"{row[k]:.6f}" for k in columns)])
 
 
 def interruption_checkpoints(folder: Path) -> list[Path]:

@@ -151,10 +151,41 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
             }
         summary["protocols"][protocol] = {
             "arms": rows,
+            "topology": topology_rows(runs, reference, protocol),
             "second_observer": second_observer(experiment, protocol, data_root),
             "claims": [claim_test(runs, better, worse, protocol) for better, worse in experiment.claims],
         }
     return summary
+
+
+def topology_rows(runs: dict[str, list[dict]], reference: str, protocol: str) -> dict:
+    """Per arm whose every run scored topology (runs before it did not): mean and std over seeds of each
+    TOPOLOGY number (each run's mean over images), and clDice's mean per-image difference to the reference
+    with its hierarchical interval."""
+    from retinalight.metrics.topology import TOPOLOGY
+
+    scored = {arm: rs for arm, all_runs in runs.items() if (rs := [r for r in all_runs if protocol in r["protocols"]])}
+    scored = {arm: rs for arm, rs in scored.items() if all("topology" in r["protocols"][protocol] for r in rs)}
+    rows = {}
+    for arm, arm_runs in scored.items():
+        table = np.array([[r["protocols"][protocol]["topology"]["mean"][k] for k in TOPOLOGY] for r in arm_runs])
+        std = table.std(axis=0, ddof=1) if len(table) > 1 else np.zeros(len(TOPOLOGY))
+        versus = None
+        if arm != reference and reference in scored:
+            ids_a, a = per_image(arm_runs, protocol, "cldice")
+            ids_r, r = per_image(scored[reference], protocol, "cldice")
+            common = sorted(set(ids_a) & set(ids_r))
+            a, r = a[:, [ids_a.index(i) for i in common]], r[:, [ids_r.index(i) for i in common]]
+            interval = hierarchical_bootstrap(a, r) if len(a) > 1 and len(r) > 1 else None
+            versus = {"mean_diff": float(a.mean() - r.mean()), "ci95": interval, "n_images": len(common)}
+        patches = arm_runs[0]["protocols"][protocol]["topology"]["patches"]
+        rows[arm] = {
+            "seeds": len(arm_runs),
+            "mean": dict(zip(TOPOLOGY, table.mean(axis=0).tolist())),
+            "std": dict(zip(TOPOLOGY, std.tolist())),
+        }
+        rows[arm] |= {"cldice_vs_reference": versus, "patches": patches}
+    return rows
 
 
 def claim_test(runs: dict[str, list[dict]], better: str, worse: str, protocol: str) -> dict:
@@ -239,6 +270,7 @@ def format_markdown(summary: dict) -> str:
                 seeds = " vs ".join(map(str, test["seeds"])) if test else "-"
                 lines.append(f"| {claim['claim']} | {seeds} | {cells[0]} | {cells[1]} | {claim['verdict']} |")
             lines.append("")
+        lines += _topology_table(block.get("topology") or {}, protocol, reference)
     arms = next(iter(summary["protocols"].values()), {}).get("arms", {})
     if arms:
         lines += [
@@ -253,6 +285,28 @@ def format_markdown(summary: dict) -> str:
         commands = dict.fromkeys(c for row in arms.values() for c in row.get("commands") or [row["provenance"]["command"]])
         lines += ["", "Commands that trained these runs: " + "; ".join(f"`{c}`" for c in commands), ""]
     return "\n".join(lines)
+
+
+def _topology_table(rows: dict, protocol: str, reference: str) -> list[str]:
+    """The topology table of one protocol (retinalight.metrics.topology); '-' for the paper, which gives none."""
+    from retinalight.metrics.topology import TOPOLOGY
+
+    if not rows:
+        return []
+    patches = next(iter(rows.values()))["patches"]
+    lines = [
+        f"Topology, protocol `{protocol}` (each run's mean over images; mean +- std over seeds): clDice; b0/b1 error = mean |Betti "
+        f"number difference| over {patches}; b0 error (image) and components on the whole map. The paper gives none of these.",
+        "",
+        f"| arm | seeds | {' | '.join(TOPOLOGY)} | clDice vs {reference}: mean per-image difference [95% CI] |",
+        "|" + "---|" * (len(TOPOLOGY) + 3),
+    ]
+    for arm, row in rows.items():
+        spread = row["seeds"] > 1
+        cells = " | ".join(f"{row['mean'][k]:.4f}" + (f" +- {row['std'][k]:.4f}" if spread else "") for k in TOPOLOGY)
+        versus = _difference(row["cldice_vs_reference"]) if row["cldice_vs_reference"] else "-"
+        lines.append(f"| {arm} | {row['seeds']} | {cells} | {versus} |")
+    return [*lines, ""]
 
 
 def _per_seed(values: list) -> str:

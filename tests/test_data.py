@@ -91,7 +91,7 @@ def test_datamodule_batches(data_root, cls, size):
     assert batch["image"].shape == (2, 3, 96, 96) and batch["image"].dtype == torch.float32
     assert batch["vessel"].shape == (2, 1, 96, 96) and set(batch["vessel"].unique().tolist()) <= {0.0, 1.0}
     val = next(iter(dm.val_dataloader()))
-    assert val["image"].shape == (1, 3, size, size) and val["fov"].shape == (1, 1, size, size)
+    assert val["image"].shape == (4, 3, size, size) and val["fov"].shape == (4, 1, size, size)  # VAL_BATCH whole images
 
 
 def test_training_samples_depend_only_on_seed_and_key(data_root):
@@ -106,7 +106,7 @@ def test_paper_style_augmented_validation(data_root):
     dm.setup()
     assert len(dm.train_samples) == 20 and not dm.val_samples  # every original image trains: validation leaks
     batches = list(dm.val_dataloader())
-    assert len(batches) == 3 and batches[0]["image"].shape == (1, 3, 592, 592)
+    assert len(batches) == 1 and batches[0]["image"].shape == (3, 3, 592, 592)  # the 3 copies in one batch
     assert torch.equal(batches[0]["image"], next(iter(dm.val_dataloader()))["image"])  # the same copies every epoch
     with pytest.raises(ConfigError, match="val_mode"):
         DriveDataModule(data_root, val_mode="leaky")

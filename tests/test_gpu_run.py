@@ -143,3 +143,13 @@ def test_rehearsal_runs_every_step_and_writes_what_the_gpu_run_writes(data_root,
     summary = json.loads((out / f"{label}.json").read_text())
     assert sorted(summary["protocols"]["image"]["arms"]) == sorted(load_experiment("ablation_drive", "paper").run_arms)
     assert "every run and check passed" in (out / "gpu-run.log").read_text()
+
+
+def test_run_script_without_drive_is_one_line(tmp_path):
+    """A data root without DRIVE (the folder not carried): one line naming it, exit 2, nothing trained."""
+    code = gpu_run.main(
+        ["--rehearse", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")]
+    )
+    last = (tmp_path / "out" / "gpu-run.log").read_text().splitlines()[-1]
+    assert code == 2 and "no DRIVE there" in last and str(tmp_path / "nowhere") in last
+    assert not (tmp_path / "runs" / "ablation_drive").exists()

@@ -106,7 +106,11 @@ def _pooled(collection: MetricCollection) -> dict[str, float]:
 
 def evaluate_predictions(predictions: Iterable[Prediction], protocol: str = "fov", threshold: float = 0.5) -> dict:
     """Score a test set: pooled (one confusion matrix and one exact ROC over all pixels) and per image
-    (with mean and std over images). Returns the JSON layout of `retinalight.evaluate`."""
+    (with mean and std over images), the pixel METRICS and the TOPOLOGY ones (`retinalight.metrics.topology`,
+    on the map binarised at `threshold` as F1 is; their mean and std over images under "topology", with the
+    patch protocol). Returns the JSON layout of `retinalight.evaluate`."""
+    from retinalight.metrics.topology import PATCHES, TOPOLOGY, topology_scores
+
     check_protocol(protocol)
     pooled, single = metric_collection(threshold, sync=False), metric_collection(threshold, sync=False)
     per_image = []
@@ -122,14 +126,23 @@ def evaluate_predictions(predictions: Iterable[Prediction], protocol: str = "fov
             single.update(prob, target)  # update + compute, not forward: a collection's forward skips its compute groups
             per_image.append({"id": pred.id, **_as_dict(single.compute())})
             single.reset()
+        per_image[-1] |= topology_scores(pred.prob > threshold, pred.vessel, pred.fov, protocol, index=len(per_image) - 1)
     if not per_image:
         raise ValueError("no predictions to evaluate")
-    table = np.array([[row[k] for k in METRICS] for row in per_image])
+    mean, std = _mean_std(per_image, METRICS)
+    topology_mean, topology_std = _mean_std(per_image, TOPOLOGY)
     return {
         "protocol": protocol,
         "threshold": threshold,
         "pooled": _pooled(pooled),
         "per_image": per_image,
-        "mean": dict(zip(METRICS, table.mean(axis=0).tolist())),
-        "std": dict(zip(METRICS, table.std(axis=0, ddof=1 if len(table) > 1 else 0).tolist())),
+        "mean": mean,
+        "std": std,
+        "topology": {"mean": topology_mean, "std": topology_std, "patches": PATCHES.describe()},
     }
+
+
+def _mean_std(rows: list[dict], keys: tuple[str, ...]) -> tuple[dict, dict]:
+    table = np.array([[row[k] for k in keys] for row in rows], dtype=float)
+    std = table.std(axis=0, ddof=1 if len(table) > 1 else 0)
+    return dict(zip(keys, table.mean(axis=0).tolist())), dict(zip(keys, std.tolist()))

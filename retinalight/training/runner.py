@@ -262,8 +262,13 @@ def tested_device(config: RunConfig) -> torch.device:
 
 
 def log_test_metrics(loggers: list, summary: dict) -> None:
-    """Pooled test metrics as test/<protocol>/<metric>: a W&B sweep's metric, logged once at the end."""
-    flat = {f"test/{protocol}/{k}": v for protocol, result in summary["protocols"].items() for k, v in result["pooled"].items()}
+    """Pooled test metrics and the topology means as test/<protocol>/<metric> (test/fov/cldice, ...): a W&B
+    sweep's metric, logged once at the end."""
+    flat = {
+        f"test/{protocol}/{k}": v
+        for protocol, result in summary["protocols"].items()
+        for k, v in {**result["pooled"], **result.get("topology", {}).get("mean", {})}.items()
+    }
     for logger in loggers:
         logger.log_metrics(flat)
         logger.save()
