@@ -39,6 +39,16 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bf16", action="store_const", const="bf16", dest="precision", help=argparse.SUPPRESS)  # old spelling
 
 
+def add_tta_option(parser: argparse.ArgumentParser) -> None:
+    """--tta for commands that predict maps (retinalight.inference.with_tta)."""
+    parser.add_argument(
+        "--tta",
+        default="none",
+        choices=["none", "flips"],
+        help="test-time augmentation: none (default) or flips, the mean over the 8 flips and transposes (8 forward passes)",
+    )
+
+
 def inference_options(args: argparse.Namespace):
     """(torch device, bf16?) from --device and --precision."""
     from retinalight.hardware import inference_bf16, inference_device

@@ -16,20 +16,21 @@ import argparse
 import json
 from pathlib import Path
 
-from retinalight.cli import add_data_root, add_inference_options, inference_options, resolve_data_root, run_main
+from retinalight.cli import add_data_root, add_inference_options, add_tta_option, inference_options, resolve_data_root, run_main
 from retinalight.data.datasets import SPLITS, dataset_names, get_dataset
 from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import METRICS, PROTOCOLS, evaluate_predictions
 from retinalight.metrics.topology import TOPOLOGY
 
 
-def evaluate_checkpoint(ckpt: str, reader, split: str, protocol: str, bf16: bool = False, device: str = "cpu") -> dict:
-    """Run a checkpoint on a split and score it (`bf16`: bf16 autocast inference on `device`)."""
+def evaluate_checkpoint(ckpt: str, reader, split: str, protocol: str, bf16: bool = False, device: str = "cpu", tta: str = "none") -> dict:
+    """Run a checkpoint on a split and score it (`bf16`: bf16 autocast inference on `device`; `tta`: test-time
+    augmentation, `retinalight.inference.with_tta`)."""
     from retinalight.inference import checkpoint_inputs, load_checkpoint, predict_samples
 
     model, hparams = load_checkpoint(ckpt, device)
-    predictions = predict_samples(model, reader.load_split(split), **checkpoint_inputs(hparams), bf16=bf16)
-    return {"dataset": reader.name, "split": split, **evaluate_predictions(predictions, protocol)}
+    predictions = predict_samples(model, reader.load_split(split), **checkpoint_inputs(hparams), bf16=bf16, tta=tta)
+    return {"dataset": reader.name, "split": split, "tta": tta, **evaluate_predictions(predictions, protocol)}
 
 
 def format_table(result: dict) -> str:
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         help="with --pred-dir: a regex on file stems with a group named id, e.g. '(?P<id>\\d+)_prob'",
     )
     add_inference_options(parser)  # with --ckpt
+    add_tta_option(parser)
     parser.add_argument("--format", default="table", choices=["table", "json"], help="default: table")
     parser.add_argument(
         "--out",
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             from retinalight.weights import weights_path
 
             args.ckpt = str(weights_path(args.model))
-        result = evaluate_checkpoint(args.ckpt, reader, args.split, args.protocol, bf16, device)
+        result = evaluate_checkpoint(args.ckpt, reader, args.split, args.protocol, bf16, device, args.tta)
     print(json.dumps(result, indent=2) if args.format == "json" else format_table(result))
     if args.out:
         from retinalight.rundirs import write_json, write_per_image
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise DataFileError(f"--out {args.out}: cannot create the folder ({err.strerror or err})") from None
-        source = {"pred_dir": str(args.pred_dir)} if args.pred_dir else {"checkpoint": str(args.ckpt)}
+        source = {"pred_dir": str(args.pred_dir)} if args.pred_dir else {"checkpoint": str(args.ckpt), "tta": args.tta}
         source |= {"model": args.model} if args.model else {}
         protocol = {k: result[k] for k in ("protocol", "threshold", "pooled", "per_image", "mean", "std", "topology")}
         write_json(

@@ -15,11 +15,12 @@ from retinalight.config import EvaluationConfig, ModelConfig, section
 from retinalight.data.geometry import pad, padded_size, resize_back, resize_sample_arrays
 from retinalight.data.patches import extract_patches, merge_patches
 from retinalight.data.tensors import image_to_tensor
-from retinalight.errors import DataFileError
+from retinalight.errors import ConfigError, DataFileError
 from retinalight.metrics.segmentation import Prediction
 from retinalight.models.blocks import DropBlock
 
 PATCH_BATCH = 16  # patches per forward pass in sliding-window inference
+TTA = ("none", "flips")  # test-time augmentation: none, or the mean over the 8 flips and transposes (`dihedral_mean`)
 INFERENCE_IDENTITIES = (DropBlock, nn.Dropout, nn.Dropout2d, nn.Identity)  # layers that pass inputs through at inference
 
 
@@ -63,6 +64,33 @@ def torch_probability(model: nn.Module, bf16: bool = False) -> Probability:
     return probability
 
 
+def dihedral_mean(probability: Probability) -> Probability:
+    """`probability` averaged over the 8 flips and transposes of its input (the symmetries of a square), each
+    output mapped back onto the input's grid: test-time augmentation `flips`. All 8 rather than the 4 flips:
+    vessels have no preferred orientation, and the papers' augmentation (rotations, flips, transposes) trained
+    networks on every one of them. Costs 8 forward passes; a transposed input is W x H, which every network
+    here takes (both sides are padded to a multiple of 16)."""
+
+    def averaged(x: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+        total = 0
+        for transpose in (False, True):
+            for dims in ((), (-1,), (-2,), (-2, -1)):
+                x_t, fov_t = (t.transpose(-2, -1) if transpose else t for t in (x, fov))
+                out = probability(x_t.flip(dims) if dims else x_t, fov_t.flip(dims) if dims else fov_t)
+                out = out.flip(dims) if dims else out
+                total = total + (out.transpose(-2, -1) if transpose else out)
+        return total / 8
+
+    return averaged
+
+
+def with_tta(probability: Probability, tta: str = "none") -> Probability:
+    """`probability` under test-time augmentation `tta` (TTA): unchanged for none."""
+    if tta not in TTA:
+        raise ConfigError(f"--tta {tta!r}: choose from {', '.join(TTA)}")
+    return dihedral_mean(probability) if tta == "flips" else probability
+
+
 @torch.no_grad()
 def predict_probability(
     model: nn.Module | Probability,
@@ -101,13 +129,14 @@ def predict_probability(
 
 
 def predict_samples(
-    model: nn.Module | Probability, samples, multiple: int = 16, preprocess=None, bf16: bool = False, **inputs
+    model: nn.Module | Probability, samples, multiple: int = 16, preprocess=None, bf16: bool = False, tta: str = "none", **inputs
 ) -> list[Prediction]:
     """Predictions for dataset samples, quantised to 8 bits (round(probability x 255) / 255): the form a run
     saves in predictions/, so a run's metrics, `evaluate --ckpt` and `evaluate --pred-dir` agree exactly.
     `preprocess` and `inputs` (resize, patch_size, patch_overlap: a checkpoint's `checkpoint_inputs`) say
-    how images are prepared."""
+    how images are prepared; `tta` the test-time augmentation (`with_tta`)."""
     probability = torch_probability(model, bf16) if isinstance(model, nn.Module) else model  # once, not per image
+    probability = with_tta(probability, tta)
     out = []
     for s in samples:
         image = preprocess(s.image) if preprocess else s.image

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from retinalight.cli import add_inference_options, inference_options, run_main
+from retinalight.cli import add_inference_options, add_tta_option, inference_options, run_main
 from retinalight.data.fov import compute_fov
 from retinalight.data.io import read_binary, read_rgb, write_grey
 from retinalight.errors import DataFileError
-from retinalight.inference import image_preparation, load_checkpoint, predict_probability, prediction_inputs, torch_probability
+from retinalight.inference import image_preparation, load_checkpoint, predict_probability, prediction_inputs, torch_probability, with_tta
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp"}
 
@@ -54,6 +54,7 @@ def predict_files(
     bf16: bool = False,
     device: str = "cpu",
     echo=print,
+    tta: str = "none",
 ) -> tuple[list[Path], list[str]]:
     """Write probability, binary and overlay maps of `images` with a checkpoint (or, `onnx`, an exported model).
 
@@ -68,6 +69,7 @@ def predict_files(
     else:
         model, hparams = load_checkpoint(model_file, device)
         probability, preparation = torch_probability(model, bf16), image_preparation(hparams)
+    probability = with_tta(probability, tta)
     sizes = prediction_inputs(preparation)
     preprocess = sizes.pop("preprocess")
     out.mkdir(parents=True, exist_ok=True)
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", required=True, metavar="FILE_OR_DIR", help="a fundus image or a folder of them")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_inference_options(parser)  # with --ckpt
+    add_tta_option(parser)
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the binary map (default 0.5)")
     parser.add_argument("--fov-dir", type=Path, default=None, metavar="DIR", help="optional FOV masks named <image name>.png")
     args = parser.parse_args(argv)
@@ -124,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         bf16,
         device,
         echo=lambda line: print(line, file=sys.stderr),
+        tta=args.tta,
     )
     print(f"wrote {len(written)} x 3 images to {args.out}")
     if failed:

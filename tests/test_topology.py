@@ -96,3 +96,33 @@ def test_evaluate_pred_dir_prints_and_writes_topology(data_root, tmp_path, capsy
     assert evaluate_main(["--pred-dir", str(empty), "--data-root", str(data_root), "--format", "json", "--protocol", "image"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["topology"]["mean"]["cldice"] == 0.0 and result["topology"]["mean"]["components"] == 0.0
+
+
+def test_tta_of_a_flip_equivariant_map_is_the_plain_map_and_undoes_each_flip():
+    """A pointwise map commutes with every flip and transpose: its TTA mean equals it. A map that marks the
+    top-left corner only is averaged over the 8 symmetries, each mapped back: each of the 4 corners gets 2 of
+    them (a flip and its transpose), 1/4."""
+    import torch
+
+    from retinalight.errors import ConfigError
+    from retinalight.inference import with_tta
+
+    x, fov = torch.rand(2, 3, 32, 48), torch.ones(2, 1, 32, 48)
+
+    def pointwise(x, fov):
+        return torch.sigmoid(x.mean(dim=1, keepdim=True)) * fov
+
+    assert torch.allclose(with_tta(pointwise, "flips")(x, fov), pointwise(x, fov), atol=1e-6)
+    assert with_tta(pointwise, "none") is pointwise
+
+    def corner(x, fov):
+        out = torch.zeros_like(fov)
+        out[..., 0, 0] = 1
+        return out
+
+    averaged = with_tta(corner, "flips")(x, fov)
+    assert averaged.shape == fov.shape
+    assert all(averaged[..., r, c].eq(0.25).all() for r in (0, -1) for c in (0, -1))
+    assert averaged.sum().item() == pytest.approx(2.0)  # one pixel's mass per image, nothing lost
+    with pytest.raises(ConfigError, match="--tta 'mirror': choose from none, flips"):
+        with_tta(pointwise, "mirror")
