@@ -96,6 +96,32 @@ def second_observer(experiment: Experiment, protocol: str, data_root: str | None
     return evaluate_predictions(predictions, protocol)["pooled"]
 
 
+def seed_ensembles(
+    experiment: Experiment, runs: dict[str, list[dict]], runs_root: Path, protocol: str, data_root: str | None = None
+) -> dict:
+    """{arm: the per-image mean of its seeds' saved maps, scored (pooled metrics and topology means)} for every
+    arm with two seeds or more whose run folders all keep predictions/ (committed results/ folders do not)."""
+    from retinalight.cli import resolve_data_root
+    from retinalight.data.datasets import get_dataset
+    from retinalight.errors import RetinalightError
+    from retinalight.metrics.folder import evaluate_ensemble
+    from retinalight.rundirs import config_dir
+
+    out = {}
+    for arm, arm_runs in runs.items():
+        folders = [config_dir(runs_root, experiment.run_config(arm, 0)) / f"seed{r['seed']}" for r in arm_runs]
+        if len(folders) < 2 or not all((f / "predictions").is_dir() for f in folders):
+            continue
+        data = experiment.arms[arm]["sections"]["data"]
+        try:
+            reader = get_dataset(data.dataset, resolve_data_root(data_root or data.data_root), **data.dataset_kwargs)
+            result = evaluate_ensemble(folders, reader, "test", protocol)
+        except RetinalightError:  # maps missing or data absent: the table goes on without the row
+            continue
+        out[arm] = {"seeds": len(folders), "pooled": result["pooled"], "topology": result["topology"]["mean"]}
+    return out
+
+
 def paper_protocols(experiment: Experiment) -> dict[str, str]:
     """{arm: the protocols its published ACC/SE/SP/F1 are consistent with} (`retinalight.metrics.scorecheck`),
     for a DRIVE or CHASE_DB1 experiment when mlscorecheck is installed; {} otherwise."""
@@ -152,6 +178,7 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
         summary["protocols"][protocol] = {
             "arms": rows,
             "topology": topology_rows(runs, reference, protocol),
+            "ensembles": seed_ensembles(experiment, runs, runs_root, protocol, data_root),
             "second_observer": second_observer(experiment, protocol, data_root),
             "claims": [claim_test(runs, better, worse, protocol) for better, worse in experiment.claims],
         }
@@ -253,6 +280,9 @@ def format_markdown(summary: dict) -> str:
                     + " | ".join(f"{row['paper'][k]:.4f}" if k in row["paper"] else "-" for k in METRICS)
                     + f" | | {f'published scores consistent with: {verdict}' if verdict else ''} |"
                 )
+        for arm, ensemble in (block.get("ensembles") or {}).items():
+            cells = " | ".join(f"{ensemble['pooled'][k]:.4f}" for k in METRICS)
+            lines.append(f"| {arm} (ensemble of {ensemble['seeds']}) | {ensemble['seeds']} | {cells} | | mean of the seeds' maps, scored |")
         if block.get("second_observer"):
             so = block["second_observer"]
             lines.append("| 2nd human observer | | " + " | ".join(f"{so[k]:.4f}" for k in METRICS) + " | | |")
@@ -270,7 +300,7 @@ def format_markdown(summary: dict) -> str:
                 seeds = " vs ".join(map(str, test["seeds"])) if test else "-"
                 lines.append(f"| {claim['claim']} | {seeds} | {cells[0]} | {cells[1]} | {claim['verdict']} |")
             lines.append("")
-        lines += _topology_table(block.get("topology") or {}, protocol, reference)
+        lines += _topology_table(block.get("topology") or {}, protocol, reference, block.get("ensembles") or {})
     arms = next(iter(summary["protocols"].values()), {}).get("arms", {})
     if arms:
         lines += [
@@ -287,7 +317,7 @@ def format_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _topology_table(rows: dict, protocol: str, reference: str) -> list[str]:
+def _topology_table(rows: dict, protocol: str, reference: str, ensembles: dict) -> list[str]:
     """The topology table of one protocol (retinalight.metrics.topology); '-' for the paper, which gives none."""
     from retinalight.metrics.topology import TOPOLOGY
 
@@ -306,6 +336,9 @@ def _topology_table(rows: dict, protocol: str, reference: str) -> list[str]:
         cells = " | ".join(f"{row['mean'][k]:.4f}" + (f" +- {row['std'][k]:.4f}" if spread else "") for k in TOPOLOGY)
         versus = _difference(row["cldice_vs_reference"]) if row["cldice_vs_reference"] else "-"
         lines.append(f"| {arm} | {row['seeds']} | {cells} | {versus} |")
+    for arm, ensemble in ensembles.items():
+        cells = " | ".join(f"{ensemble['topology'][k]:.4f}" for k in TOPOLOGY)
+        lines.append(f"| {arm} (ensemble of {ensemble['seeds']}) | {ensemble['seeds']} | {cells} | - |")
     return [*lines, ""]
 
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -211,6 +212,9 @@ def test_summary_has_second_observer_row_when_annotations_exist(data_root, tmp_p
                 "ablation_drive",
                 "--arm",
                 "unet",
+                "--seeds",
+                "0",
+                "1",
                 "--runs",
                 str(runs),
                 "--data-root",
@@ -223,9 +227,27 @@ def test_summary_has_second_observer_row_when_annotations_exist(data_root, tmp_p
         )
         == 0
     )
-    summary = build_summary(load_experiment("ablation_drive", overrides=TINY_DRIVE), runs, str(root))
+    experiment = load_experiment("ablation_drive", overrides=TINY_DRIVE)
+    summary = build_summary(experiment, runs, str(root))
     assert summary["protocols"]["fov"]["second_observer"]["f1"] == 1.0  # a copy of the first observer
-    assert "2nd human observer" in format_markdown(summary)
+    text = format_markdown(summary)
+    assert "2nd human observer" in text
+    # two seeds: the ensemble row scores the mean of their saved maps, and the topology table has every row
+    from retinalight.data.datasets import Drive
+    from retinalight.data.io import read_probability
+    from retinalight.metrics import Prediction, evaluate_predictions
+    from retinalight.rundirs import config_dir
+
+    seeds = [config_dir(runs, experiment.run_config("unet", 0)) / f"seed{k}" / "predictions" for k in (0, 1)]
+    reader = Drive(root)
+    mean_maps = [
+        Prediction(i, np.mean([read_probability(s / f"{i}.png") for s in seeds], axis=0), reader.load(i).vessel, reader.load(i).fov)
+        for i in reader.ids("test")
+    ]
+    ensemble = summary["protocols"]["image"]["ensembles"]["unet"]
+    assert ensemble["seeds"] == 2 and ensemble["pooled"] == evaluate_predictions(mean_maps, "image")["pooled"]
+    assert "| unet (ensemble of 2) | 2 |" in text and text.count("(ensemble of 2)") == 4  # 2 protocols x (pixels, topology)
+    assert summary["protocols"]["fov"]["topology"]["unet"]["seeds"] == 2
 
 
 def test_wandb_offline_logging(tmp_path):

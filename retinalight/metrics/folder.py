@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from retinalight.data.datasets import RetinaDataset
 from retinalight.data.io import read_probability
 from retinalight.errors import DataFileError
@@ -94,3 +96,41 @@ def evaluate_folder(
     files = find_predictions(pred_dir, reader.ids(split), pattern)
     result = evaluate_predictions(read_predictions(files, reader), protocol)
     return {"dataset": reader.name, "split": split, "files": {i: p.name for i, p in files.items()}, **result}
+
+
+def prediction_folder(folder: str | Path, dataset: str) -> Path:
+    """The maps of `folder`: a run folder's predictions/ (its config must name `dataset`), else the folder itself."""
+    import yaml
+
+    folder = Path(folder)
+    config = folder / "config.yaml"
+    if (folder / "predictions").is_dir() and config.is_file():
+        trained_on = (yaml.safe_load(config.read_text()) or {}).get("data", {}).get("dataset")
+        if trained_on != dataset:
+            raise DataFileError(f"{folder}: a run on {trained_on}, not {dataset} (--dataset)")
+        return folder / "predictions"
+    return folder
+
+
+def evaluate_ensemble(folders: list[str | Path], reader: RetinaDataset, split: str = "test", protocol: str = "fov") -> dict:
+    """Score the per-image mean of several methods' (or seeds') probability maps: run folders (their
+    predictions/) or prediction folders, every one covering the split's ids. A folder of another dataset or
+    missing an id is one line naming it; nothing is scored until every map is read."""
+    if len(folders) < 2:
+        raise DataFileError("--ensemble needs two folders or more")
+    ids = reader.ids(split)
+    files = [find_predictions(prediction_folder(f, reader.name), ids) for f in folders]
+    predictions = []
+    for id in ids:
+        sample = reader.load(id)
+        maps = []
+        for found in files:
+            prob = read_probability(found[id])
+            if prob.shape != sample.vessel.shape:
+                raise DataFileError(
+                    f"{found[id]}: prediction is {prob.shape[1]}x{prob.shape[0]}, image {id} is {sample.vessel.shape[1]}x{sample.vessel.shape[0]}"
+                )
+            maps.append(prob)
+        predictions.append(Prediction(id, np.mean(maps, axis=0), sample.vessel, sample.fov))
+    result = evaluate_predictions(predictions, protocol)
+    return {"dataset": reader.name, "split": split, "ensemble": [str(f) for f in folders], **result}

@@ -1,5 +1,5 @@
-"""Topology metrics (retinalight.metrics.topology): hand-made shapes, an independent recomputation on a DRIVE
-test map, and what `evaluate --pred-dir` prints and writes."""
+"""Evaluation beyond pixels: topology metrics (hand-made shapes, an independent recomputation on a DRIVE test
+map, what `evaluate --pred-dir` prints and writes), test-time augmentation and ensembles of prediction folders."""
 
 from __future__ import annotations
 
@@ -126,3 +126,33 @@ def test_tta_of_a_flip_equivariant_map_is_the_plain_map_and_undoes_each_flip():
     assert averaged.sum().item() == pytest.approx(2.0)  # one pixel's mass per image, nothing lost
     with pytest.raises(ConfigError, match="--tta 'mirror': choose from none, flips"):
         with_tta(pointwise, "mirror")
+
+
+def test_evaluate_ensemble_averages_maps_and_refuses_mismatches(data_root, tmp_path, capsys):
+    """The expert maps with themselves score as the expert maps; with all-background maps their mean is 0.5 on
+    vessels, below the threshold (> 0.5) but ranked above the background (AUC 1). Another dataset's run folder
+    or a folder missing an image: one line naming it, nothing scored."""
+    from retinalight.errors import DataFileError
+    from retinalight.metrics.folder import evaluate_ensemble
+
+    reader = Drive(data_root)
+    perfect, empty = tmp_path / "perfect", tmp_path / "empty"
+    for id in reader.ids("test"):
+        vessel = reader.load(id).vessel
+        write_grey(perfect / f"{id}_test.png", vessel.astype(np.uint8) * 255)
+        write_grey(empty / f"{id}.png", np.zeros(vessel.shape, np.uint8))
+    same = evaluate_ensemble([perfect, perfect], reader)
+    assert same["pooled"]["f1"] == 1.0 and same["topology"]["mean"]["cldice"] == 1.0
+    assert evaluate_main(["--ensemble", str(perfect), str(empty), "--data-root", str(data_root), "--format", "json"]) == 0
+    half = json.loads(capsys.readouterr().out)
+    assert half["pooled"]["auc"] == 1.0 and half["pooled"]["f1"] == 0.0 and half["ensemble"] == [str(perfect), str(empty)]
+    (empty / "07.png").unlink()
+    with pytest.raises(DataFileError, match="no prediction for 07"):
+        evaluate_ensemble([perfect, empty], reader)
+    run = tmp_path / "chase_run"
+    (run / "predictions").mkdir(parents=True)
+    (run / "config.yaml").write_text("data: {dataset: chase_db1}\n")
+    with pytest.raises(DataFileError, match="a run on chase_db1, not drive"):
+        evaluate_ensemble([perfect, run], reader)
+    with pytest.raises(DataFileError, match="two folders or more"):
+        evaluate_ensemble([perfect], reader)
