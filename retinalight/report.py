@@ -6,6 +6,8 @@
 
 Figures (each skipped, with a line in report.md saying why, when its inputs are absent):
 - per_image_<protocol>.png: ACC, SE and SP of every test image for every arm (Retina-GAN's Figs. 9-11);
+- topology_<protocol>.png: clDice and the patch Betti-0/1 errors of every test image for every arm scored
+  with them (retinalight.metrics.topology);
 - pooled_<protocol>.png: pooled AUC and F1 per arm, mean and seeds, the paper's value beside ours;
 - claims_<protocol>.png: each of the experiment's `paper.claims` with its difference, interval and verdict;
 - curves.png: validation AUC against training minutes (each run's curve.csv); losses.png: training and
@@ -32,6 +34,7 @@ from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import METRICS
 
 PER_IMAGE = (("acc", "ACC"), ("se", "SE"), ("sp", "SP"))
+TOPOLOGY_PANEL = (("cldice", "clDice"), ("b0_error", "Betti-0 error (64x64 patches)"), ("b1_error", "Betti-1 error (64x64 patches)"))
 
 
 def find_summary(folder: Path, label: str | None) -> Path:
@@ -66,30 +69,34 @@ def save(fig, path: Path, plt) -> Path:
     return path
 
 
-def per_image_table(seeds: list[Path], protocol: str) -> dict[str, dict[str, float]]:
-    """{image id: {metric: mean over seeds}} from each seed's per_image.csv."""
+def per_image_table(seeds: list[Path], protocol: str, panel: tuple = PER_IMAGE) -> dict[str, dict[str, float]]:
+    """{image id: {metric: mean over seeds}} of the `panel` metrics from each seed's per_image.csv ({} where a
+    file lacks one of them: runs scored before the topology metrics)."""
     values: dict[str, dict[str, list[float]]] = {}
     for seed in seeds:
         with open(seed / "per_image.csv") as f:
             for row in csv.DictReader(f):
+                if any(key not in row for key, _ in panel):
+                    return {}
                 if row["protocol"] == protocol:
                     cell = values.setdefault(row["id"], {})
-                    for key, _ in PER_IMAGE:
+                    for key, _ in panel:
                         cell.setdefault(key, []).append(float(row[key]))
     return {i: {k: float(np.mean(v)) for k, v in cell.items()} for i, cell in values.items()}
 
 
-def plot_per_image(tables: dict[str, dict], protocol: str, out: Path, plt) -> Path:
+def plot_per_image(tables: dict[str, dict], protocol: str, out: Path, plt, panel: tuple = PER_IMAGE, name: str = "per_image") -> Path:
+    """One subplot per `panel` metric, every arm's value on every test image: `<name>_<protocol>.png`."""
     ids = sorted(next(iter(tables.values())))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
-    for ax, (key, name) in zip(axes, PER_IMAGE):
+    fig, axes = plt.subplots(1, len(panel), figsize=(5 * len(panel), 4), constrained_layout=True)
+    for ax, (key, label) in zip(axes, panel):
         for arm, table in tables.items():
             ax.plot(range(1, len(ids) + 1), [table[i][key] for i in ids], marker="o", ms=3, label=arm)
-        ax.set(title=f"{name} per test image ({protocol})", xlabel="test image", xticks=range(1, len(ids) + 1))
+        ax.set(title=f"{label} per test image ({protocol})", xlabel="test image", xticks=range(1, len(ids) + 1))
         ax.set_xticklabels(ids, rotation=90, fontsize=7)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    return save(fig, out / f"per_image_{protocol}.png", plt)
+    return save(fig, out / f"{name}_{protocol}.png", plt)
 
 
 def plot_pooled(summary: dict, protocol: str, out: Path, plt, peers: dict | None = None) -> Path:
@@ -343,6 +350,12 @@ def write_report(
         tables = {arm: per_image_table(seed_folders(folder, summary, arm, protocol), protocol) for arm in arms}
         tables |= {name: {r["id"]: r for r in result["per_image"]} for name, result in peers[protocol].items()}
         lines.append(f"![per image, {protocol}]({plot_per_image(tables, protocol, out, plt).name})")
+        topology = {arm: per_image_table(seed_folders(folder, summary, arm, protocol), protocol, TOPOLOGY_PANEL) for arm in arms}
+        topology = {arm: table for arm, table in topology.items() if table}
+        if topology:
+            lines.append(
+                f"![topology per image, {protocol}]({plot_per_image(topology, protocol, out, plt, TOPOLOGY_PANEL, 'topology').name})"
+            )
         lines.append(f"![pooled, {protocol}]({plot_pooled(summary, protocol, out, plt, peers[protocol]).name})")
         claims = plot_claims(summary, protocol, out, plt)
         if claims:

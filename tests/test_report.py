@@ -25,7 +25,8 @@ def test_report_has_table_and_figures(smoke_runs, tmp_path, capsys):
     report = (tmp_path / "report.md").read_text()
     assert "| unet |" in report and "| sa_unet |" in report
     assert "| sa_unet > unet | 1 vs 1 |" in report and "one seed: " in report  # paper.claims, tested
-    for name in ("per_image_fov.png", "pooled_fov.png", "claims_fov.png", "curves.png", "panels.png"):
+    assert "Topology, protocol `fov`" in report and "clDice vs unet" in report  # the topology table of runs scored with it
+    for name in ("per_image_fov.png", "topology_fov.png", "pooled_fov.png", "claims_fov.png", "curves.png", "panels.png"):
         assert (tmp_path / name).stat().st_size > 5_000, name
         assert f"({name})" in report
 
