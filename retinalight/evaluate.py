@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "--pattern",
         default=None,
         metavar="REGEX",
-        help="with --pred-dir: a regex on file stems with a group named id, e.g. '(?P<id>\\d+)_prob'",
+        help="with --pred-dir or --ensemble: a regex on file stems with a group named id, e.g. '(?P<id>\\d+)_test_prob'",
     )
     add_inference_options(parser)  # with --ckpt
     add_tta_option(parser)
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ensemble:
         from retinalight.metrics.folder import evaluate_ensemble
 
-        result = evaluate_ensemble(args.ensemble, reader, args.split, args.protocol)
+        result = evaluate_ensemble(args.ensemble, reader, args.split, args.protocol, args.pattern)
     elif args.pred_dir:
         from retinalight.metrics.folder import evaluate_folder
 

@@ -112,14 +112,17 @@ def prediction_folder(folder: str | Path, dataset: str) -> Path:
     return folder
 
 
-def evaluate_ensemble(folders: list[str | Path], reader: RetinaDataset, split: str = "test", protocol: str = "fov") -> dict:
+def evaluate_ensemble(
+    folders: list[str | Path], reader: RetinaDataset, split: str = "test", protocol: str = "fov", pattern: str | None = None
+) -> dict:
     """Score the per-image mean of several methods' (or seeds') probability maps: run folders (their
     predictions/) or prediction folders, every one covering the split's ids. A folder of another dataset or
-    missing an id is one line naming it; nothing is scored until every map is read."""
+    missing an id is one line naming it; nothing is scored until every map is read. `pattern` as --pattern
+    (e.g. '(?P<id>\\d+)_test_prob' for folders `predict` wrote)."""
     if len(folders) < 2:
         raise DataFileError("--ensemble needs two folders or more")
     ids = reader.ids(split)
-    files = [find_predictions(prediction_folder(f, reader.name), ids) for f in folders]
+    files = [find_predictions(prediction_folder(f, reader.name), ids, pattern) for f in folders]
     predictions = []
     for id in ids:
         sample = reader.load(id)
