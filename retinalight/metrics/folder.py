@@ -39,7 +39,7 @@ def match_id(stem: str, ids: list[str], pattern: str | None = None) -> str | Non
 
 def find_predictions(pred_dir: str | Path, ids: list[str], pattern: str | None = None) -> dict[str, Path]:
     """{id: file} for every id, in the order of `ids` (`match_id` names them); an unmatched, duplicated or
-    missing file is an error naming it."""
+    missing file is an error naming it. With `pattern`, only files whose stem it matches are read."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise DataFileError(f"{pred_dir}: prediction folder not found")
@@ -53,6 +53,8 @@ def find_predictions(pred_dir: str | Path, ids: list[str], pattern: str | None =
     for path in sorted(pred_dir.iterdir()):
         if path.suffix.lower() not in EXTENSIONS or path.name.startswith("."):
             continue
+        if pattern is not None and not re.fullmatch(pattern, path.stem):
+            continue  # a pattern picks the maps among other files (predict writes _prob, _vessels and _overlay)
         id = match_id(path.stem, ids, pattern)
         if id is None:
             raise DataFileError(
