@@ -76,14 +76,19 @@ def test_topology_recomputed_independently_on_a_drive_test_map(data_root):
     assert np.array_equal(corners, patch_corners(fov, PATCHES, 0)) and not np.array_equal(corners, patch_corners(fov, PATCHES, 1))
 
 
-def test_evaluate_pred_dir_prints_and_writes_topology(data_root, tmp_path, capsys):
-    """Expert maps as predictions: clDice 1 and no Betti error; an all-background map: clDice 0, no crash."""
-    reader = Drive(data_root)
-    perfect, empty = tmp_path / "perfect", tmp_path / "empty"
+def expert_and_empty_maps(reader, folder, stem: str = "{}") -> tuple:
+    """Two prediction folders under `folder`: the expert maps themselves (files named `stem`) and all-background maps."""
+    perfect, empty = folder / "perfect", folder / "empty"
     for id in reader.ids("test"):
         vessel = reader.load(id).vessel
-        write_grey(perfect / f"{id}.png", vessel.astype(np.uint8) * 255)
+        write_grey(perfect / f"{stem.format(id)}.png", vessel.astype(np.uint8) * 255)
         write_grey(empty / f"{id}.png", np.zeros(vessel.shape, np.uint8))
+    return perfect, empty
+
+
+def test_evaluate_pred_dir_prints_and_writes_topology(data_root, tmp_path, capsys):
+    """Expert maps as predictions: clDice 1 and no Betti error; an all-background map: clDice 0, no crash."""
+    perfect, empty = expert_and_empty_maps(Drive(data_root), tmp_path)
     assert evaluate_main(["--pred-dir", str(perfect), "--data-root", str(data_root), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "CLDICE" in printed and "B1_ERROR" in printed and PATCHES.describe() in printed
@@ -136,11 +141,7 @@ def test_evaluate_ensemble_averages_maps_and_refuses_mismatches(data_root, tmp_p
     from retinalight.metrics.folder import evaluate_ensemble
 
     reader = Drive(data_root)
-    perfect, empty = tmp_path / "perfect", tmp_path / "empty"
-    for id in reader.ids("test"):
-        vessel = reader.load(id).vessel
-        write_grey(perfect / f"{id}_test.png", vessel.astype(np.uint8) * 255)
-        write_grey(empty / f"{id}.png", np.zeros(vessel.shape, np.uint8))
+    perfect, empty = expert_and_empty_maps(reader, tmp_path, "{}_test")
     same = evaluate_ensemble([perfect, perfect], reader)
     assert same["pooled"]["f1"] == 1.0 and same["topology"]["mean"]["cldice"] == 1.0
     assert evaluate_main(["--ensemble", str(perfect), str(empty), "--data-root", str(data_root), "--format", "json"]) == 0
