@@ -41,10 +41,12 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
 
 def add_tta_option(parser: argparse.ArgumentParser) -> None:
     """--tta for commands that predict maps (retinalight.inference.with_tta)."""
+    from retinalight.config import TTA_MODES
+
     parser.add_argument(
         "--tta",
         default="none",
-        choices=["none", "flips"],
+        choices=TTA_MODES,
         help="test-time augmentation: none (default) or flips, the mean over the 8 flips and transposes (8 forward passes)",
     )
 

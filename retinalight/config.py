@@ -21,7 +21,11 @@ from retinalight.errors import ConfigError, close_matches
 DISCRIMINATOR_INPUTS = {"green": 1, "gray": 1, "rgb": 3}  # fundus channels the discriminator sees beside the map
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 VAL_MODES = ("holdout", "augmented", "test")  # where validation images come from (retinalight.data.datamodules)
-CROP_SAMPLING = ("uniform", "fov", "vessel")  # where crop centres fall (retinalight.data.datamodules.AugmentedSamples)
+CROP_SAMPLING = ("uniform", "fov", "vessel")
+TTA_MODES = (
+    "none",
+    "flips",
+)  # test-time augmentation (retinalight.inference.with_tta): none, or the 8 flips and transposes  # where crop centres fall (retinalight.data.datamodules.AugmentedSamples)
 
 
 def must(test: Callable[[Any], bool], what: str) -> dict:

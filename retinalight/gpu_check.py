@@ -137,13 +137,13 @@ def _inference(state: dict, folder: Path, device: str, data_root: Path) -> tuple
 def _speed(device: torch.device, data_root: Path) -> tuple[str, dict]:
     """SA-UNet's training step as the paper profile runs it, from memory and from its loader, and 592x592
     inference, at the precision `auto` picks on `device`; TFLOP/s against the measured bf16 matrix rate."""
-    from retinalight.hardware import inference_bf16
+    from retinalight.hardware import inference_bf16, resolve_cudnn_benchmark
     from retinalight.models import create_model
     from retinalight.timing import bench_variant, forward_flops, matmul_tflops
 
     on_gpu = device.type == "cuda"
     if on_gpu:
-        torch.backends.cudnn.benchmark = True  # as training on CUDA runs (retinalight.hardware.resolve_cudnn_benchmark)
+        torch.backends.cudnn.benchmark = resolve_cudnn_benchmark("cuda", deterministic=False)  # as training on CUDA runs
         torch.cuda.reset_peak_memory_stats()
     figures = _paper_step(data_root, device, batch=8 if on_gpu else 2, steps=30 if on_gpu else 2)
     figures["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20) if on_gpu else None

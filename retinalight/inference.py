@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from retinalight.config import EvaluationConfig, ModelConfig, section
+from retinalight.config import TTA_MODES, EvaluationConfig, ModelConfig, section
 from retinalight.data.geometry import pad, padded_size, resize_back, resize_sample_arrays
 from retinalight.data.patches import extract_patches, merge_patches
 from retinalight.data.tensors import image_to_tensor
@@ -20,7 +20,6 @@ from retinalight.metrics.segmentation import Prediction
 from retinalight.models.blocks import DropBlock
 
 PATCH_BATCH = 16  # patches per forward pass in sliding-window inference
-TTA = ("none", "flips")  # test-time augmentation: none, or the mean over the 8 flips and transposes (`dihedral_mean`)
 INFERENCE_IDENTITIES = (DropBlock, nn.Dropout, nn.Dropout2d, nn.Identity)  # layers that pass inputs through at inference
 
 
@@ -86,8 +85,8 @@ def dihedral_mean(probability: Probability) -> Probability:
 
 def with_tta(probability: Probability, tta: str = "none") -> Probability:
     """`probability` under test-time augmentation `tta` (TTA): unchanged for none."""
-    if tta not in TTA:
-        raise ConfigError(f"--tta {tta!r}: choose from {', '.join(TTA)}")
+    if tta not in TTA_MODES:
+        raise ConfigError(f"--tta {tta!r}: choose from {', '.join(TTA_MODES)}")
     return dihedral_mean(probability) if tta == "flips" else probability
 
 

@@ -58,11 +58,11 @@ def hierarchical_bootstrap(arm: np.ndarray, reference: np.ndarray | None = None,
     return float(np.percentile(diff, 2.5)), float(np.percentile(diff, 97.5))
 
 
-def compare(arm_runs: list[dict], reference_runs: list[dict], protocol: str) -> dict | None:
-    """Each COMPARED metric's mean per-image difference to the reference, with its hierarchical interval
-    when both arms have two seeds or more (`interval` None otherwise: the seed spread is unknown)."""
+def compare(arm_runs: list[dict], reference_runs: list[dict], protocol: str, metrics: tuple[str, ...] = COMPARED) -> dict | None:
+    """Each of `metrics`' mean per-image difference to the reference, with its hierarchical interval when
+    both arms have two seeds or more (`interval` None otherwise: the seed spread is unknown)."""
     out = {"seeds": [len(arm_runs), len(reference_runs)]}
-    for metric in COMPARED:
+    for metric in metrics:
         ids_a, a = per_image(arm_runs, protocol, metric)
         ids_r, r = per_image(reference_runs, protocol, metric)
         common = sorted(set(ids_a) & set(ids_r))
@@ -197,21 +197,14 @@ def topology_rows(runs: dict[str, list[dict]], reference: str, protocol: str) ->
     for arm, arm_runs in scored.items():
         table = np.array([[r["protocols"][protocol]["topology"]["mean"][k] for k in TOPOLOGY] for r in arm_runs])
         std = table.std(axis=0, ddof=1) if len(table) > 1 else np.zeros(len(TOPOLOGY))
-        versus = None
-        if arm != reference and reference in scored:
-            ids_a, a = per_image(arm_runs, protocol, "cldice")
-            ids_r, r = per_image(scored[reference], protocol, "cldice")
-            common = sorted(set(ids_a) & set(ids_r))
-            a, r = a[:, [ids_a.index(i) for i in common]], r[:, [ids_r.index(i) for i in common]]
-            interval = hierarchical_bootstrap(a, r) if len(a) > 1 and len(r) > 1 else None
-            versus = {"mean_diff": float(a.mean() - r.mean()), "ci95": interval, "n_images": len(common)}
+        test = compare(arm_runs, scored[reference], protocol, ("cldice",)) if arm != reference and reference in scored else None
         patches = arm_runs[0]["protocols"][protocol]["topology"]["patches"]
         rows[arm] = {
             "seeds": len(arm_runs),
             "mean": dict(zip(TOPOLOGY, table.mean(axis=0).tolist())),
             "std": dict(zip(TOPOLOGY, std.tolist())),
         }
-        rows[arm] |= {"cldice_vs_reference": versus, "patches": patches}
+        rows[arm] |= {"cldice_vs_reference": test["cldice"] if test else None, "patches": patches}
     return rows
 
 

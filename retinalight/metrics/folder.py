@@ -81,13 +81,18 @@ def read_predictions(files: dict[str, Path], reader: RetinaDataset) -> list[Pred
     predictions = []
     for id, path in files.items():
         sample = reader.load(id)
-        prob = read_probability(path)
-        if prob.shape != sample.vessel.shape:
-            raise DataFileError(
-                f"{path}: prediction is {prob.shape[1]}x{prob.shape[0]}, image {id} is {sample.vessel.shape[1]}x{sample.vessel.shape[0]}"
-            )
-        predictions.append(Prediction(id, prob, sample.vessel, sample.fov))
+        predictions.append(Prediction(id, read_map(path, id, sample), sample.vessel, sample.fov))
     return predictions
+
+
+def read_map(path: Path, id: str, sample) -> np.ndarray:
+    """The probability map in `path` (`read_probability`), checked against image `id`'s size."""
+    prob = read_probability(path)
+    if prob.shape != sample.vessel.shape:
+        raise DataFileError(
+            f"{path}: prediction is {prob.shape[1]}x{prob.shape[0]}, image {id} is {sample.vessel.shape[1]}x{sample.vessel.shape[0]}"
+        )
+    return prob
 
 
 def evaluate_folder(
@@ -128,14 +133,7 @@ def evaluate_ensemble(
     predictions = []
     for id in ids:
         sample = reader.load(id)
-        maps = []
-        for found in files:
-            prob = read_probability(found[id])
-            if prob.shape != sample.vessel.shape:
-                raise DataFileError(
-                    f"{found[id]}: prediction is {prob.shape[1]}x{prob.shape[0]}, image {id} is {sample.vessel.shape[1]}x{sample.vessel.shape[0]}"
-                )
-            maps.append(prob)
-        predictions.append(Prediction(id, np.mean(maps, axis=0), sample.vessel, sample.fov))
+        mean = np.mean([read_map(found[id], id, sample) for found in files], axis=0)
+        predictions.append(Prediction(id, mean, sample.vessel, sample.fov))
     result = evaluate_predictions(predictions, protocol)
     return {"dataset": reader.name, "split": split, "ensemble": [str(f) for f in folders], **result}
