@@ -21,11 +21,8 @@ from retinalight.errors import ConfigError, close_matches
 DISCRIMINATOR_INPUTS = {"green": 1, "gray": 1, "rgb": 3}  # fundus channels the discriminator sees beside the map
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 VAL_MODES = ("holdout", "augmented", "test")  # where validation images come from (retinalight.data.datamodules)
-CROP_SAMPLING = ("uniform", "fov", "vessel")
-TTA_MODES = (
-    "none",
-    "flips",
-)  # test-time augmentation (retinalight.inference.with_tta): none, or the 8 flips and transposes  # where crop centres fall (retinalight.data.datamodules.AugmentedSamples)
+CROP_SAMPLING = ("uniform", "fov", "vessel")  # where crop centres fall (retinalight.data.datamodules.AugmentedSamples)
+TTA_MODES = ("none", "flips")  # test-time augmentation (retinalight.inference.with_tta): none, or the 8 flips and transposes
 
 
 def must(test: Callable[[Any], bool], what: str) -> dict:
@@ -150,6 +147,9 @@ class EvaluationConfig:
     patch_overlap: int = field(  # pixels shared by neighbouring test patches (averaged)
         default=0, metadata=must(_at_least(0), "an integer >= 0, less than evaluation.patch_size")
     )
+    # test-time augmentation, scored beside the plain test (never instead): its own evaluation in the run folder
+    # (`retinalight.rundirs.evaluation_dir`), so a trained run is re-scored with it without retraining
+    tta: str = field(default="none", metadata=one_of(TTA_MODES))
 
 
 @dataclass

@@ -87,6 +87,7 @@ class RunConfig:
             values.pop(key, None)
         values["data"].pop("data_root", None)
         values["data"].pop("pin_memory", None)  # how batches reach the GPU changes no number
+        values.get("evaluation", {}).pop("tta", None)  # an extra evaluation of the same weights (`rundirs.evaluation_dir`)
         if values["data"].get("num_workers") != 0:  # nor how many processes load them: sample k depends on (seed, k) alone.
             values["data"].pop("num_workers", None)  # 0, what `auto` gives on a CPU, stays: earlier CPU runs keep their folders
         if values.get("module", "segmentation") == "segmentation":  # the GAN section changes nothing here

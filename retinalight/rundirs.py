@@ -2,7 +2,8 @@
 
 runs/<exp>/<arm>/<profile>-<config hash>/seed<k>/ holds config.yaml, checkpoints/ (last.ckpt, best.ckpt),
 logs/, curve.csv, predictions/, trained.json (training finished; testing may not have), metrics.json
-(written last: the run is complete) and per_image.csv; hpc_ckpt_<n>.ckpt while a run stopped by a signal
+(written last: the run is complete) and per_image.csv; tta-<mode>/ the same test under test-time
+augmentation (metrics.json, per_image.csv, predictions/; `evaluation.tta`); hpc_ckpt_<n>.ckpt while a run stopped by a signal
 waits to continue, and .lock while a process runs it. Light to import (no Lightning): summaries and
 reports read run folders too.
 """
@@ -51,8 +52,14 @@ def check_identity(folder: Path, config: RunConfig) -> None:
         raise RetinalightError(f"{folder} holds a different config ({'; '.join(differences[:3])}); pass --overwrite to replace it")
 
 
-def is_complete(folder: Path) -> bool:
-    return (folder / "metrics.json").is_file()
+def evaluation_dir(folder: Path, tta: str = "none") -> Path:
+    """Where a run's test under `tta` lives: the run folder itself for the plain test, tta-<mode>/ beside it
+    otherwise, so a TTA score never overwrites the plain one nor is read for it."""
+    return Path(folder) if tta == "none" else Path(folder) / f"tta-{tta}"
+
+
+def is_complete(folder: Path, tta: str = "none") -> bool:
+    return (evaluation_dir(folder, tta) / "metrics.json").is_file()
 
 
 def write_json(path: Path, data: dict) -> None:

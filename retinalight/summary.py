@@ -22,14 +22,16 @@ LABELS = {"se": "SE", "sp": "SP", "acc": "ACC", "f1": "F1", "mcc": "MCC", "auc":
 COMPARED = ("f1", "auc")  # per-image metrics compared between arms
 
 
-def collect_runs(experiment: Experiment, runs_root: Path) -> dict[str, list[dict]]:
-    """{arm: [metrics.json of each complete seed]} for the experiment's resolved config of every arm."""
-    from retinalight.rundirs import config_dir
+def collect_runs(experiment: Experiment, runs_root: Path, tta: str = "none") -> dict[str, list[dict]]:
+    """{arm: [metrics.json of each complete seed]} for the experiment's resolved config of every arm, of its
+    plain test or of its test under `tta` (`retinalight.rundirs.evaluation_dir`)."""
+    from retinalight.rundirs import config_dir, evaluation_dir
 
     runs: dict[str, list[dict]] = {}
     for arm in experiment.arms:
         folder = config_dir(runs_root, experiment.run_config(arm, 0))
-        found = [json.loads(p.read_text()) for p in sorted(folder.glob("seed*/metrics.json"))]
+        paths = [evaluation_dir(seed, tta) / "metrics.json" for seed in sorted(folder.glob("seed*"))]
+        found = [json.loads(p.read_text()) for p in paths if p.is_file()]
         if found:
             runs[arm] = sorted(found, key=lambda r: r["seed"])
     return runs
@@ -154,19 +156,16 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
         "paper_protocols": paper_protocols(experiment),
         "protocols": {},
     }
+    tta = experiment.run_config(next(iter(experiment.arms)), 0).evaluation.tta
+    tta_runs = collect_runs(experiment, runs_root, tta) if tta != "none" else {}
     for protocol in protocols:
         rows = {}
         ref_runs = [r for r in runs.get(reference, []) if protocol in r["protocols"]]
         for arm, all_runs in runs.items():
             arm_runs = [r for r in all_runs if protocol in r["protocols"]]
-            pooled = np.array([[r["protocols"][protocol]["pooled"][k] for k in METRICS] for r in arm_runs])
-            _, f1 = per_image(arm_runs, protocol, "f1")
             rows[arm] = {
-                "seeds": [r["seed"] for r in arm_runs],
+                **score_row(arm_runs, protocol),
                 "config_hash": arm_runs[0].get("config_hash"),
-                "mean": dict(zip(METRICS, pooled.mean(axis=0).tolist())),
-                "std": dict(zip(METRICS, (pooled.std(axis=0, ddof=1) if len(pooled) > 1 else np.zeros(len(METRICS))).tolist())),
-                "per_image_f1_ci95": hierarchical_bootstrap(f1),
                 "vs_reference": compare(arm_runs, ref_runs, protocol) if arm != reference and ref_runs else None,
                 "paper": experiment.paper_numbers(arm),
                 "provenance": {k: arm_runs[-1].get(k) for k in ("commit", "device", "command", "train_seconds", "epochs")},
@@ -177,12 +176,45 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
             }
         summary["protocols"][protocol] = {
             "arms": rows,
+            "tta": tta_rows(runs, tta_runs, protocol, tta),
             "topology": topology_rows(runs, reference, protocol),
             "ensembles": seed_ensembles(experiment, runs, runs_root, protocol, data_root),
             "second_observer": second_observer(experiment, protocol, data_root),
             "claims": [claim_test(runs, better, worse, protocol) for better, worse in experiment.claims],
         }
     return summary
+
+
+def score_row(arm_runs: list[dict], protocol: str) -> dict:
+    """Seeds, mean and std over them of the pooled metrics, and the per-image F1's hierarchical interval."""
+    pooled = np.array([[r["protocols"][protocol]["pooled"][k] for k in METRICS] for r in arm_runs])
+    _, f1 = per_image(arm_runs, protocol, "f1")
+    std = pooled.std(axis=0, ddof=1) if len(pooled) > 1 else np.zeros(len(METRICS))
+    return {
+        "seeds": [r["seed"] for r in arm_runs],
+        "mean": dict(zip(METRICS, pooled.mean(axis=0).tolist())),
+        "std": dict(zip(METRICS, std.tolist())),
+        "per_image_f1_ci95": hierarchical_bootstrap(f1),
+    }
+
+
+def tta_rows(runs: dict[str, list[dict]], tta_runs: dict[str, list[dict]], protocol: str, tta: str) -> dict:
+    """Per arm tested under `tta` (`evaluation.tta`): its scores (`score_row`), topology means, and the mean
+    per-image difference to the same arm's plain test with its interval."""
+    rows = {}
+    for arm, all_runs in tta_runs.items():
+        arm_runs = [r for r in all_runs if protocol in r["protocols"]]
+        plain = [r for r in runs.get(arm, []) if protocol in r["protocols"]]
+        if not arm_runs:
+            continue
+        topology = [r["protocols"][protocol].get("topology") for r in arm_runs]
+        rows[arm] = {
+            **score_row(arm_runs, protocol),
+            "tta": tta,
+            "vs_plain": compare(arm_runs, plain, protocol) if plain else None,
+            "topology": {k: float(np.mean([t["mean"][k] for t in topology])) for k in topology[0]["mean"]} if all(topology) else None,
+        }
+    return rows
 
 
 def topology_rows(runs: dict[str, list[dict]], reference: str, protocol: str) -> dict:
@@ -273,6 +305,12 @@ def format_markdown(summary: dict) -> str:
                     + " | ".join(f"{row['paper'][k]:.4f}" if k in row["paper"] else "-" for k in METRICS)
                     + f" | | {f'published scores consistent with: {verdict}' if verdict else ''} |"
                 )
+        for arm, row in (block.get("tta") or {}).items():
+            spread = len(row["seeds"]) > 1
+            cells = " | ".join(f"{row['mean'][k]:.4f}" + (f" +- {row['std'][k]:.4f}" if spread else "") for k in METRICS)
+            lo, hi = row["per_image_f1_ci95"]
+            versus = _versus(row["vs_plain"]).replace("F1", f"vs {arm} without TTA: F1", 1) if row["vs_plain"] else "-"
+            lines.append(f"| {arm} (TTA {row['tta']}) | {len(row['seeds'])} | {cells} | [{lo:.4f}, {hi:.4f}] | {versus} |")
         for arm, ensemble in (block.get("ensembles") or {}).items():
             cells = " | ".join(f"{ensemble['pooled'][k]:.4f}" for k in METRICS)
             lines.append(f"| {arm} (ensemble of {ensemble['seeds']}) | {ensemble['seeds']} | {cells} | | mean of the seeds' maps, scored |")
@@ -293,7 +331,7 @@ def format_markdown(summary: dict) -> str:
                 seeds = " vs ".join(map(str, test["seeds"])) if test else "-"
                 lines.append(f"| {claim['claim']} | {seeds} | {cells[0]} | {cells[1]} | {claim['verdict']} |")
             lines.append("")
-        lines += _topology_table(block.get("topology") or {}, protocol, reference, block.get("ensembles") or {})
+        lines += _topology_table(block.get("topology") or {}, protocol, reference, block.get("ensembles") or {}, block.get("tta") or {})
     arms = next(iter(summary["protocols"].values()), {}).get("arms", {})
     if arms:
         lines += [
@@ -310,7 +348,7 @@ def format_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _topology_table(rows: dict, protocol: str, reference: str, ensembles: dict) -> list[str]:
+def _topology_table(rows: dict, protocol: str, reference: str, ensembles: dict, tta: dict) -> list[str]:
     """The topology table of one protocol (retinalight.metrics.topology); '-' for the paper, which gives none."""
     from retinalight.metrics.topology import TOPOLOGY
 
@@ -329,6 +367,10 @@ def _topology_table(rows: dict, protocol: str, reference: str, ensembles: dict) 
         cells = " | ".join(f"{row['mean'][k]:.4f}" + (f" +- {row['std'][k]:.4f}" if spread else "") for k in TOPOLOGY)
         versus = _difference(row["cldice_vs_reference"]) if row["cldice_vs_reference"] else "-"
         lines.append(f"| {arm} | {row['seeds']} | {cells} | {versus} |")
+    for arm, row in tta.items():
+        if row["topology"]:
+            cells = " | ".join(f"{row['topology'][k]:.4f}" for k in TOPOLOGY)
+            lines.append(f"| {arm} (TTA {row['tta']}) | {len(row['seeds'])} | {cells} | - |")
     for arm, ensemble in ensembles.items():
         cells = " | ".join(f"{ensemble['topology'][k]:.4f}" for k in TOPOLOGY)
         lines.append(f"| {arm} (ensemble of {ensemble['seeds']}) | {ensemble['seeds']} | {cells} | - |")

@@ -122,6 +122,36 @@ def test_complete_runs_are_reused(drive_run, data_root, capsys):
     assert (seed_folder(drive_run, "sa_unet") / "metrics.json").read_text() == before
 
 
+def test_tta_is_scored_beside_the_plain_test_without_retraining(drive_run, data_root, tmp_path, capsys):
+    folder = seed_folder(drive_run, "sa_unet")
+    plain = (folder / "metrics.json").read_text()
+    args = ["--exp", "ablation_drive", "--profile", "quick", "--arm", "sa_unet", "--data-root", str(data_root)]
+    tta = ["--set", *TINY_DRIVE, "evaluation.tta=flips"]
+    assert fit_main([*args, "--runs", str(drive_run.parent), *tta]) == 0
+    assert "testing again with evaluation.tta=flips" in capsys.readouterr().out
+    assert (folder / "metrics.json").read_text() == plain  # never overwritten by the TTA score
+    scored = json.loads((folder / "tta-flips" / "metrics.json").read_text())
+    assert scored["tta"] == "flips" and scored["config_hash"] == json.loads(plain)["config_hash"]
+    assert len(list((folder / "tta-flips" / "predictions").glob("*.png"))) == 20 and (folder / "tta-flips" / "per_image.csv").is_file()
+    ckpt = ["--ckpt", str(folder / "checkpoints" / "last.ckpt"), "--format", "json", "--precision", "fp32", "--data-root", str(data_root)]
+    assert evaluate_main([*ckpt, "--tta", "flips"]) == 0
+    pooled = json.loads(capsys.readouterr().out)["pooled"]
+    for key in ("f1", "auc"):  # the run's TTA test is `evaluate --ckpt --tta flips`
+        assert abs(pooled[key] - scored["protocols"]["fov"]["pooled"][key]) < 1e-6, key
+    table = next(p for p in drive_run.glob("summary-quick-*.md") if "tta=flips" in p.read_text()).read_text()
+    assert "| sa_unet (TTA flips) | 1 |" in table and "vs sa_unet without TTA: F1" in table
+    assert fit_main([*args, "--runs", str(drive_run.parent), *tta]) == 0
+    assert "testing again" not in capsys.readouterr().out  # both tests complete: reused
+    # a complete run without its checkpoint (as committed results keep them) cannot be re-tested: one line
+    import shutil
+
+    copy = tmp_path / "runs" / folder.relative_to(drive_run.parent)
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("checkpoints", "tta-flips"))
+    assert fit_main([*args, "--runs", str(tmp_path / "runs"), *tta]) == 1
+    assert "last.ckpt: missing, so the complete run cannot be tested with evaluation.tta=flips" in capsys.readouterr().out
+    assert not (copy / "tta-flips").exists() and (copy / "metrics.json").read_text() == plain
+
+
 def test_predict_on_a_chase_image(drive_run, data_root, tmp_path):
     ckpt = seed_folder(drive_run, "sa_unet") / "checkpoints" / "last.ckpt"
     image = data_root / "CHASE_DB1" / "Image_12L.jpg"

@@ -29,6 +29,7 @@ from retinalight.provenance import provenance
 from retinalight.rundirs import (
     check_identity,
     clear_run,
+    evaluation_dir,
     interruption_checkpoints,
     is_complete,
     latest_interruption_checkpoint,
@@ -160,6 +161,9 @@ def fit_run(
         for spent in [*interruption_checkpoints(folder), folder / "trained.json"]:  # the run is complete
             spent.unlink()
         log_test_metrics(loggers, summary)
+        if config.evaluation.tta != "none":
+            log_test_metrics(loggers, test_with_tta(model, datamodule, config, folder, summary), f"tta-{config.evaluation.tta}/")
+        finish_loggers(loggers)
         return summary
 
 
@@ -240,15 +244,14 @@ def train_run(config: RunConfig, folder: Path, datamodule, resume: bool, logger:
     return trained, module, trainer.loggers, trainer.strategy.root_device
 
 
-def tested_module(config: RunConfig, datamodule, folder: Path):
+def tested_module(config: RunConfig, datamodule, folder: Path, needed_for: str = ""):
     """A run's module with the weights its config tests (best.ckpt or last.ckpt), for a run whose training
-    finished before its testing was interrupted."""
+    finished before its testing was interrupted, or a complete run tested again (`needed_for` says why)."""
     name = "best" if config.evaluation.test_checkpoint == "best" and selects_checkpoint(config, datamodule) else "last"
     path = folder / "checkpoints" / f"{name}.ckpt"
     if not path.is_file():
-        raise RetinalightError(
-            f"{path}: missing, though {folder / 'trained.json'} says training finished; pass --overwrite to redo the run"
-        )
+        why = needed_for or f"though {folder / 'trained.json'} says training finished"
+        raise RetinalightError(f"{path}: missing, {why}; pass --overwrite to redo the run")
     module = make_module(config)
     module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     return module
@@ -261,24 +264,29 @@ def tested_device(config: RunConfig) -> torch.device:
     return inference_device("cpu" if config.trainer.accelerator == "cpu" else "auto")
 
 
-def log_test_metrics(loggers: list, summary: dict) -> None:
-    """Pooled test metrics and the topology means as test/<protocol>/<metric> (test/fov/cldice, ...): a W&B
-    sweep's metric, logged once at the end."""
+def log_test_metrics(loggers: list, summary: dict, evaluation: str = "") -> None:
+    """Pooled test metrics and the topology means as test/<evaluation><protocol>/<metric> (test/fov/cldice,
+    test/tta-flips/fov/auc, ...): a W&B sweep's metric, logged once at the end."""
     flat = {
-        f"test/{protocol}/{k}": v
+        f"test/{evaluation}{protocol}/{k}": v
         for protocol, result in summary["protocols"].items()
         for k, v in {**result["pooled"], **result.get("topology", {}).get("mean", {})}.items()
     }
     for logger in loggers:
         logger.log_metrics(flat)
+
+
+def finish_loggers(loggers: list) -> None:
+    for logger in loggers:
         logger.save()
         logger.finalize("success")
         if type(logger).__name__ == "WandbLogger":  # end the W&B run: the next arm must not log into it
             logger.experiment.finish()
 
 
-def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
-    """Predict every test image at original size, save predictions/<id>.png (probability x 255), score them."""
+def test_run(model, datamodule, config: RunConfig, folder: Path, tta: str = "none") -> dict:
+    """Predict every test image at original size under `tta`, save predictions/<id>.png (probability x 255)
+    in `folder`, score them."""
     e = config.evaluation
     predictions = predict_samples(
         model,
@@ -287,12 +295,42 @@ def test_run(model, datamodule, config: RunConfig, folder: Path) -> dict:
         resize=config.data.resize,
         patch_size=e.patch_size,
         patch_overlap=e.patch_overlap,
+        tta=tta,
     )
     for pred in predictions:
         write_grey(folder / "predictions" / f"{pred.id}.png", (pred.prob * 255).round())
     results = {p: evaluate_predictions(predictions, p, config.evaluation.threshold) for p in config.evaluation.protocols}
     write_per_image(folder / "per_image.csv", results)
     return results
+
+
+def test_with_tta(model, datamodule, config: RunConfig, folder: Path, plain: dict) -> dict:
+    """The run's test again under `evaluation.tta`, into its own evaluation folder (`evaluation_dir`): the
+    plain run's facts with `tta` and these scores; metrics.json there is written last."""
+    tta = config.evaluation.tta
+    target = evaluation_dir(folder, tta)
+    metrics = test_run(model, datamodule, config, target, tta)
+    summary = {**plain, "tta": tta, **provenance(), "protocols": metrics}
+    write_json(target / "metrics.json", summary)
+    return summary
+
+
+def rescore_with_tta(config: RunConfig, folder: Path, logger: str, data_root: str | None) -> dict | None:
+    """A complete run tested under `evaluation.tta` from its tested checkpoint, without retraining (rank 0)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return None
+    with run_lock(folder):
+        datamodule = make_datamodule(config, data_root)
+        module = tested_module(config, datamodule, folder, f"so the complete run cannot be tested with evaluation.tta={config.evaluation.tta}")
+        model = module.model.to(tested_device(config), memory_format=torch.contiguous_format)
+        plain = json.loads((folder / "metrics.json").read_text())
+        loggers = make_loggers(config, folder, logger)[1:] if logger == "wandb" else []
+        summary = test_with_tta(model, datamodule, config, folder, plain)
+        log_test_metrics(loggers, summary, f"tta-{config.evaluation.tta}/")
+        finish_loggers(loggers)
+        return summary
 
 
 def run_or_reuse(config: RunConfig, folder: Path, resume: bool, overwrite: bool, logger: str, data_root: str | None, echo) -> str | None:
@@ -303,10 +341,21 @@ def run_or_reuse(config: RunConfig, folder: Path, resume: bool, overwrite: bool,
     if overwrite:
         clear_run(folder, rank_zero_only.rank)
     check_identity(folder, config)
+    tta = config.evaluation.tta
     if is_complete(folder):
         echo(f"{what}: complete (same config), reusing {folder}")
         if logger == "wandb" and rank_zero_only.rank == 0:  # a sweep run that reuses a result still reports it
-            log_test_metrics(make_loggers(config, folder, "wandb")[1:], json.loads((folder / "metrics.json").read_text()))
+            loggers = make_loggers(config, folder, "wandb")[1:]
+            log_test_metrics(loggers, json.loads((folder / "metrics.json").read_text()))
+            finish_loggers(loggers)
+        if is_complete(folder, tta):
+            return None
+        echo(f"{what}: testing again with evaluation.tta={tta} (the plain test is kept)")
+        try:
+            rescore_with_tta(config, folder, logger, data_root)
+        except RetinalightError as err:  # e.g. no checkpoint (committed results keep none): the other runs go on
+            echo(f"FAILED {what} (tta {tta}): {err}")
+            return f"{what} (tta {tta}): {err}"
         return None
     try:
         result = fit_run(config, folder, resume=resume, logger=logger, data_root=data_root)
