@@ -51,6 +51,19 @@ def add_tta_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_scale_option(parser: argparse.ArgumentParser, auto: str) -> None:
+    """--scale for commands that predict maps (retinalight.inference.with_scale); `auto` says what auto does."""
+    from retinalight.config import SCALE_MODES
+
+    parser.add_argument(
+        "--scale",
+        default="auto",
+        choices=SCALE_MODES,
+        help="fov: resize each image so its field of view is as wide as the network's training images' (the map keeps "
+        f"the input's size); none: as it is; auto (default): {auto}",
+    )
+
+
 def inference_options(args: argparse.Namespace):
     """(torch device, bf16?) from --device and --precision."""
     from retinalight.hardware import inference_bf16, inference_device

@@ -22,6 +22,7 @@ DISCRIMINATOR_INPUTS = {"green": 1, "gray": 1, "rgb": 3}  # fundus channels the 
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 VAL_MODES = ("holdout", "augmented", "test")  # where validation images come from (retinalight.data.datamodules)
 CROP_SAMPLING = ("uniform", "fov", "vessel")  # where crop centres fall (retinalight.data.datamodules.AugmentedSamples)
+SCALE_MODES = ("auto", "fov", "none")  # inference scale: fov resizes to the network's training FOV diameter; auto: when known
 TTA_MODES = ("none", "flips")  # test-time augmentation (retinalight.inference.with_tta): none, or the 8 flips and transposes
 
 
@@ -69,6 +70,11 @@ class DataConfig:
     preprocess: dict | str | None = None  # none, clahe, ace, or {name: clahe, clip_limit: 2.0, ...} (retinalight.preprocess)
     resize: int | None = field(  # train and predict on resize x resize images, score at the original size (Retina-GAN: 512)
         default=None, metadata=must(_multiple_of_16, "null (original size) or a multiple of 16 >= 16")
+    )
+    fov_diameter: int | None = field(  # scale normalisation: every image resized so its FOV is this many pixels across
+        # (train, test, predict; scored at the original size); null: each dataset at its own scale
+        default=None,
+        metadata=must(lambda v: v >= 64, "null (each image at its own scale) or an integer >= 64 (pixels)"),
     )
     pad_multiple: int = field(default=16, metadata=must(_multiple_of_16, "a multiple of 16 (the networks halve the input up to 4 times)"))
     num_workers: int | str = field(  # loader processes; auto: 0 on a CPU, the cores shared among GPUs on CUDA (retinalight.hardware)
@@ -150,6 +156,11 @@ class EvaluationConfig:
     # test-time augmentation, scored beside the plain test (never instead): its own evaluation in the run folder
     # (`retinalight.rundirs.evaluation_dir`), so a trained run is re-scored with it without retraining
     tta: str = field(default="none", metadata=one_of(TTA_MODES))
+    # test each run on these datasets' test splits too (the training dataset's own test is always run), where
+    # present: a cross-dataset table in the summary; also not part of the run identity
+    datasets: list = field(default_factory=list, metadata=one_of(_datasets))
+    # how the cross-dataset tests scale images: fov, to the FOV diameter the network trained at; none, as they are
+    scale: str = field(default="fov", metadata=one_of(("fov", "none")))
 
 
 @dataclass

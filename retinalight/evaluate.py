@@ -19,21 +19,45 @@ import argparse
 import json
 from pathlib import Path
 
-from retinalight.cli import add_data_root, add_inference_options, add_tta_option, inference_options, resolve_data_root, run_main
+from retinalight.cli import (
+    add_data_root,
+    add_inference_options,
+    add_scale_option,
+    add_tta_option,
+    inference_options,
+    resolve_data_root,
+    run_main,
+)
 from retinalight.data.datasets import SPLITS, dataset_names, get_dataset
 from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import METRICS, PROTOCOLS, evaluate_predictions
 from retinalight.metrics.topology import TOPOLOGY
 
 
-def evaluate_checkpoint(ckpt: str, reader, split: str, protocol: str, bf16: bool = False, device: str = "cpu", tta: str = "none") -> dict:
+def evaluate_checkpoint(
+    ckpt: str,
+    reader,
+    split: str,
+    protocol: str,
+    bf16: bool = False,
+    device: str = "cpu",
+    tta: str = "none",
+    scale: str = "auto",
+    reference=None,
+) -> dict:
     """Run a checkpoint on a split and score it (`bf16`: bf16 autocast inference on `device`; `tta`: test-time
-    augmentation, `retinalight.inference.with_tta`)."""
-    from retinalight.inference import checkpoint_inputs, load_checkpoint, predict_samples
+    augmentation, `retinalight.inference.with_tta`; `scale`: `with_scale`, where auto normalises the scale on a
+    dataset other than the one the network trained on, as cross-dataset tests in experiments do)."""
+    from retinalight.inference import image_preparation, load_checkpoint, predict_samples, prediction_inputs, reference_fov, with_scale
 
     model, hparams = load_checkpoint(ckpt, device)
-    predictions = predict_samples(model, reader.load_split(split), **checkpoint_inputs(hparams), bf16=bf16, tta=tta)
-    return {"dataset": reader.name, "split": split, "tta": tta, **evaluate_predictions(predictions, protocol)}
+    reference = reference or reference_fov(hparams)
+    if scale == "auto":
+        scale = "fov" if reference and reference["dataset"] != reader.name else "none"
+    preparation = with_scale(image_preparation(hparams), reference, scale, ckpt)
+    predictions = predict_samples(model, reader.load_split(split), **prediction_inputs(preparation), bf16=bf16, tta=tta)
+    facts = {"scale": scale, "fov_diameter": preparation["fov_diameter"]} if preparation["fov_diameter"] else {}
+    return {"dataset": reader.name, "split": split, "tta": tta, **facts, **evaluate_predictions(predictions, protocol)}
 
 
 def format_table(result: dict) -> str:
@@ -82,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_inference_options(parser)  # with --ckpt
     add_tta_option(parser)
+    add_scale_option(parser, "fov on a dataset other than the network's training one, where it knows that one")
     parser.add_argument("--format", default="table", choices=["table", "json"], help="default: table")
     parser.add_argument(
         "--out",
@@ -108,10 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         device, bf16 = inference_options(args)
         if args.model:
-            from retinalight.weights import weights_path
+            from retinalight.weights import manifest, weights_path
 
-            args.ckpt = str(weights_path(args.model))
-        result = evaluate_checkpoint(args.ckpt, reader, args.split, args.protocol, bf16, device, args.tta)
+            args.ckpt, reference = str(weights_path(args.model)), manifest()[args.model].get("fov_reference")
+        else:
+            reference = None
+        result = evaluate_checkpoint(args.ckpt, reader, args.split, args.protocol, bf16, device, args.tta, args.scale, reference)
     print(json.dumps(result, indent=2) if args.format == "json" else format_table(result))
     if args.out:
         from retinalight.rundirs import write_json, write_per_image

@@ -87,7 +87,8 @@ class RunConfig:
             values.pop(key, None)
         values["data"].pop("data_root", None)
         values["data"].pop("pin_memory", None)  # how batches reach the GPU changes no number
-        values.get("evaluation", {}).pop("tta", None)  # an extra evaluation of the same weights (`rundirs.evaluation_dir`)
+        for key in ("tta", "datasets", "scale"):  # further tests of the same weights (`rundirs.evaluation_name`)
+            values.get("evaluation", {}).pop(key, None)
         if values["data"].get("num_workers") != 0:  # nor how many processes load them: sample k depends on (seed, k) alone.
             values["data"].pop("num_workers", None)  # 0, what `auto` gives on a CPU, stays: earlier CPU runs keep their folders
         if values.get("module", "segmentation") == "segmentation":  # the GAN section changes nothing here
@@ -112,6 +113,7 @@ class RunConfig:
 ADDED_KEYS = {
     ("data", "preprocess"): None,
     ("data", "resize"): None,
+    ("data", "fov_diameter"): None,
     ("evaluation", "patch_size"): None,
     ("evaluation", "patch_overlap"): 0,
     ("trainer", "num_nodes"): 1,
@@ -436,6 +438,10 @@ def _check_run(sections: dict, where: str) -> None:
     if evaluation.patch_size and evaluation.patch_overlap >= evaluation.patch_size:
         raise ConfigError(
             f"'{join(where, 'evaluation.patch_overlap')}' = {evaluation.patch_overlap}: must be less than patch_size {evaluation.patch_size}"
+        )
+    if data.fov_diameter and data.resize:
+        raise ConfigError(
+            f"'{join(where, 'data.fov_diameter')}' and '{join(where, 'data.resize')}' both set the network's input scale: choose one"
         )
     if data.val_mode == "test" and evaluation.test_checkpoint != "last":
         raise ConfigError(

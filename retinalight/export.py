@@ -22,7 +22,7 @@ from torch import nn
 from retinalight.cli import add_inference_options, run_main
 from retinalight.errors import DataFileError
 from retinalight.hardware import inference_device
-from retinalight.inference import Probability, image_preparation, load_checkpoint
+from retinalight.inference import Probability, image_preparation, load_checkpoint, reference_fov
 
 FORMATS = ("onnx", "torchscript")
 
@@ -52,7 +52,7 @@ def export(ckpt: str | Path, out: str | Path, fmt: str = "onnx", precision: str 
     model, hparams = load_checkpoint(ckpt, device)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = json.dumps(image_preparation(hparams) | {"model": hparams["model"]["name"]})
+    meta = json.dumps(image_preparation(hparams) | {"model": hparams["model"]["name"], "fov_reference": reference_fov(hparams)})
     if fmt == "torchscript":
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         example = (torch.zeros(1, 3, 64, 64, device=device), torch.ones(1, 1, 64, 64, device=device))

@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from retinalight.config import TTA_MODES, EvaluationConfig, ModelConfig, section
+from retinalight.config import SCALE_MODES, TTA_MODES, EvaluationConfig, ModelConfig, section
+from retinalight.data.fov import fov_scale
 from retinalight.data.geometry import pad, padded_size, resize_back, resize_sample_arrays
 from retinalight.data.patches import extract_patches, merge_patches
 from retinalight.data.tensors import image_to_tensor
@@ -20,6 +21,8 @@ from retinalight.metrics.segmentation import Prediction
 from retinalight.models.blocks import DropBlock
 
 PATCH_BATCH = 16  # patches per forward pass in sliding-window inference
+TILE_ABOVE = 1536 * 1536  # inputs larger than this (HRF, FIVES at their own scale) are predicted in tiles ...
+TILE = (512, 64)  # ... of this side and overlap: about 1.3 GB at most for SA-UNet on a CPU, whatever the photo's size
 INFERENCE_IDENTITIES = (DropBlock, nn.Dropout, nn.Dropout2d, nn.Identity)  # layers that pass inputs through at inference
 
 
@@ -100,22 +103,28 @@ def predict_probability(
     patch_size: int | None = None,
     patch_overlap: int = 0,
     bf16: bool = False,
+    fov_diameter: float | None = None,
 ) -> np.ndarray:
     """Vessel probability (HxW float32) of one HxWx3 uint8 image at its original size.
 
     `model` is a network or a probability function (an exported ONNX model: `retinalight.export.onnx_probability`);
     `bf16` runs a network under bf16 autocast (see `torch_probability`).
-    With `resize`, the network sees the image resized to resize x resize and its output is resized back.
+    With `resize`, the network sees the image resized to resize x resize; with `fov_diameter`, resized so its
+    FOV is that many pixels across (scale normalisation); either way its output is resized back.
     With `patch_size`, it sees patch_size x patch_size patches (sliding window, `patch_overlap` pixels
-    shared, averaged) of the standardised image, regrouped into the map (`retinalight.data.patches`)."""
+    shared, averaged) of the standardised image, regrouped into the map (`retinalight.data.patches`); an
+    input over TILE_ABOVE pixels is cut into overlapping tiles the same way, so memory stays bounded."""
     probability = torch_probability(model, bf16) if isinstance(model, nn.Module) else model
     original = image.shape[:2]
-    if resize:
-        image, (fov,) = resize_sample_arrays(image, [fov], resize)
+    if resize or fov_diameter:
+        scale = fov_scale(fov, fov_diameter) if fov_diameter else None
+        image, (fov,) = resize_sample_arrays(image, [fov], resize, scale)
     size = padded_size(*image.shape[:2], multiple)
     padded, region = pad(image, size)
     x = image_to_tensor(padded)[None]
     mask = torch.from_numpy(pad(fov, size)[0]).float()[None, None]
+    if not patch_size and size[0] * size[1] > TILE_ABOVE:
+        patch_size, patch_overlap = TILE
     if patch_size:
         patches, positions = extract_patches(torch.cat([x, mask], dim=1), patch_size, patch_overlap)
         batch = torch.cat(patches)
@@ -124,7 +133,7 @@ def predict_probability(
     else:
         prob = probability(x, mask)[0, 0]
     prob = region.crop(prob).numpy()
-    return resize_back(prob, original) if resize else prob
+    return resize_back(prob, original) if prob.shape != original else prob
 
 
 def predict_samples(
@@ -164,14 +173,34 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[nn.Module, d
 
 def image_preparation(hparams: dict) -> dict:
     """How a checkpoint's run prepared its images, as plain values (what an exported model stores):
-    preprocess (a `retinalight.preprocess` spec), resize, patch_size, patch_overlap."""
+    preprocess (a `retinalight.preprocess` spec), resize, fov_diameter (scale normalisation, when the run
+    trained with it), patch_size, patch_overlap."""
     evaluation = section(EvaluationConfig, hparams.get("evaluation"))
     return {
         "preprocess": hparams.get("preprocess"),
         "resize": hparams.get("resize"),
+        "fov_diameter": hparams.get("fov_diameter"),
         "patch_size": evaluation.patch_size,
         "patch_overlap": evaluation.patch_overlap,
     }
+
+
+def reference_fov(hparams: dict) -> dict | None:
+    """{"dataset", "diameter"}: the dataset a checkpoint's network trained on and the FOV diameter (pixels) it
+    saw there (`RetinaDataModule.fov_reference`); None for a checkpoint from before it was stored."""
+    return hparams.get("fov_reference")
+
+
+def with_scale(preparation: dict, reference: dict | None, scale: str, what: str) -> dict:
+    """`preparation` with scale normalisation to `reference` when `scale` is fov (auto: when the reference is
+    known); a run trained with data.fov_diameter keeps its own."""
+    if scale not in SCALE_MODES:
+        raise ConfigError(f"--scale {scale!r}: choose from {', '.join(SCALE_MODES)}")
+    if preparation.get("fov_diameter") or preparation.get("resize") or scale == "none" or (scale == "auto" and not reference):
+        return preparation
+    if not reference:
+        raise ConfigError(f"{what}: stores no reference FOV diameter (trained before retinalight kept one); use --scale none")
+    return {**preparation, "fov_diameter": reference["diameter"]}
 
 
 def prediction_inputs(preparation: dict) -> dict:

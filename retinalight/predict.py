@@ -4,9 +4,11 @@
   python -m retinalight.predict --ckpt runs/ablation_drive/sa_unet/quick-<hash>/seed0/checkpoints/last.ckpt --input photos/ --out predicted/
   python -m retinalight.predict --onnx sa_unet.onnx --input photos/ --out predicted/      # an exported model
 
-For each image writes <name>_prob.png (probability x 255), <name>_vessels.png (binary at --threshold) and
-<name>_overlay.png (vessels in green over the photo). The image is zero-padded for the network and the
-output cropped back to its size; the FOV mask is computed from the image unless --fov-dir has <name>.png.
+For each image writes <name>_prob.png (probability x 255), <name>_vessels.png (binary at --threshold),
+<name>_overlay.png (vessels in green over the photo) and <name>_fov.png (the FOV mask used: computed from the
+image unless --fov-dir has <name>.png). With --scale fov (the default where the model knows it) the network
+sees the image resized so its FOV is as wide as its training images' (a 3504x2336 photo and a 565x584 one
+alike), large inputs in tiles; the maps always have the input's size.
 """
 
 from __future__ import annotations
@@ -18,11 +20,20 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from retinalight.cli import add_inference_options, add_tta_option, inference_options, run_main
+from retinalight.cli import add_inference_options, add_scale_option, add_tta_option, inference_options, run_main
 from retinalight.data.fov import compute_fov
 from retinalight.data.io import read_binary, read_rgb, write_grey
 from retinalight.errors import DataFileError
-from retinalight.inference import image_preparation, load_checkpoint, predict_probability, prediction_inputs, torch_probability, with_tta
+from retinalight.inference import (
+    image_preparation,
+    load_checkpoint,
+    predict_probability,
+    prediction_inputs,
+    reference_fov,
+    torch_probability,
+    with_scale,
+    with_tta,
+)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp"}
 
@@ -55,8 +66,12 @@ def predict_files(
     device: str = "cpu",
     echo=print,
     tta: str = "none",
+    scale: str = "auto",
+    reference: dict | None = None,
 ) -> tuple[list[Path], list[str]]:
-    """Write probability, binary and overlay maps of `images` with a checkpoint (or, `onnx`, an exported model).
+    """Write probability, binary and overlay maps of `images` with a checkpoint (or, `onnx`, an exported model),
+    and the FOV mask used (<name>_fov.png). `scale` (`with_scale`): fov resizes each image for the network
+    so its FOV is as wide as the training images' (the model's reference, or `reference`).
 
     An image that cannot be read is reported (`echo`, one line: file and reason) and the others go on.
     Returns (probability maps written, the failure lines)."""
@@ -66,11 +81,13 @@ def predict_files(
         from retinalight.export import onnx_probability
 
         probability, preparation = onnx_probability(model_file)
+        reference = reference or preparation.get("fov_reference")
     else:
         model, hparams = load_checkpoint(model_file, device)
         probability, preparation = torch_probability(model, bf16), image_preparation(hparams)
+        reference = reference or reference_fov(hparams)
     probability = with_tta(probability, tta)
-    sizes = prediction_inputs(preparation)
+    sizes = prediction_inputs(with_scale(preparation, reference, scale, model_file))
     preprocess = sizes.pop("preprocess")
     out.mkdir(parents=True, exist_ok=True)
     written, failed = [], []
@@ -87,6 +104,7 @@ def predict_files(
         vessels = prob > threshold
         write_grey(out / f"{path.stem}_prob.png", (prob * 255).round())
         write_grey(out / f"{path.stem}_vessels.png", vessels * 255)
+        write_grey(out / f"{path.stem}_fov.png", fov * 255)
         Image.fromarray(overlay(image, vessels)).save(out / f"{path.stem}_overlay.png")
         written.append(out / f"{path.stem}_prob.png")
     return written, failed
@@ -110,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_inference_options(parser)  # with --ckpt
     add_tta_option(parser)
+    add_scale_option(parser, "fov when the model knows its training FOV diameter (shipped weights, checkpoints since it is stored)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the binary map (default 0.5)")
     parser.add_argument("--fov-dir", type=Path, default=None, metavar="DIR", help="optional FOV masks named <image name>.png")
     args = parser.parse_args(argv)
-    from retinalight.weights import weights_path
+    from retinalight.weights import manifest, weights_path
 
     device, bf16 = inference_options(args)
+    reference = manifest()[args.model].get("fov_reference") if args.model in manifest() else None
     images = list_images(Path(args.input))
     written, failed = predict_files(
         args.ckpt or args.onnx or str(weights_path(args.model)),
@@ -128,8 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         device,
         echo=lambda line: print(line, file=sys.stderr),
         tta=args.tta,
+        scale=args.scale,
+        reference=reference,
     )
-    print(f"wrote {len(written)} x 3 images to {args.out}")
+    print(f"wrote {len(written)} x 4 images to {args.out}")
     if failed:
         print(f"error: {len(failed)} of {len(images)} images could not be read (listed above)", file=sys.stderr)
         return 2

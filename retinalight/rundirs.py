@@ -2,8 +2,9 @@
 
 runs/<exp>/<arm>/<profile>-<config hash>/seed<k>/ holds config.yaml, checkpoints/ (last.ckpt, best.ckpt),
 logs/, curve.csv, predictions/, trained.json (training finished; testing may not have), metrics.json
-(written last: the run is complete) and per_image.csv; tta-<mode>/ the same test under test-time
-augmentation (metrics.json, per_image.csv, predictions/; `evaluation.tta`); hpc_ckpt_<n>.ckpt while a run stopped by a signal
+(written last: the run is complete) and per_image.csv; further tests of the same weights in folders of
+their own (`evaluation_name`: tta-flips/, on-chase_db1/, each with metrics.json, per_image.csv and
+predictions/); hpc_ckpt_<n>.ckpt while a run stopped by a signal
 waits to continue, and .lock while a process runs it. Light to import (no Lightning): summaries and
 reports read run folders too.
 """
@@ -52,14 +53,22 @@ def check_identity(folder: Path, config: RunConfig) -> None:
         raise RetinalightError(f"{folder} holds a different config ({'; '.join(differences[:3])}); pass --overwrite to replace it")
 
 
-def evaluation_dir(folder: Path, tta: str = "none") -> Path:
-    """Where a run's test under `tta` lives: the run folder itself for the plain test, tta-<mode>/ beside it
-    otherwise, so a TTA score never overwrites the plain one nor is read for it."""
-    return Path(folder) if tta == "none" else Path(folder) / f"tta-{tta}"
+def evaluation_name(tta: str = "none", dataset: str | None = None, scale: str = "fov") -> str:
+    """The name of one test of a run's weights: '' for its plain test; tta-<mode> under test-time augmentation
+    (`evaluation.tta`); on-<dataset> on another dataset's test split, scale-normalised, or on-<dataset>-native
+    at that dataset's own scale (`evaluation.datasets`, `evaluation.scale`)."""
+    parts = [f"on-{dataset}" + ("-native" if scale == "none" else "")] if dataset else []
+    return "-".join(parts + ([f"tta-{tta}"] if tta != "none" else []))
 
 
-def is_complete(folder: Path, tta: str = "none") -> bool:
-    return (evaluation_dir(folder, tta) / "metrics.json").is_file()
+def evaluation_dir(folder: Path, name: str = "") -> Path:
+    """Where the test `name` (`evaluation_name`) of a run lives: the run folder itself for the plain test, a
+    folder of that name in it otherwise, so no test overwrites another nor is read for it."""
+    return Path(folder) / name if name else Path(folder)
+
+
+def is_complete(folder: Path, name: str = "") -> bool:
+    return (evaluation_dir(folder, name) / "metrics.json").is_file()
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -22,15 +22,15 @@ LABELS = {"se": "SE", "sp": "SP", "acc": "ACC", "f1": "F1", "mcc": "MCC", "auc":
 COMPARED = ("f1", "auc")  # per-image metrics compared between arms
 
 
-def collect_runs(experiment: Experiment, runs_root: Path, tta: str = "none") -> dict[str, list[dict]]:
+def collect_runs(experiment: Experiment, runs_root: Path, test: str = "") -> dict[str, list[dict]]:
     """{arm: [metrics.json of each complete seed]} for the experiment's resolved config of every arm, of its
-    plain test or of its test under `tta` (`retinalight.rundirs.evaluation_dir`)."""
+    plain test or of its further test `test` (`retinalight.rundirs.evaluation_name`)."""
     from retinalight.rundirs import config_dir, evaluation_dir
 
     runs: dict[str, list[dict]] = {}
     for arm in experiment.arms:
         folder = config_dir(runs_root, experiment.run_config(arm, 0))
-        paths = [evaluation_dir(seed, tta) / "metrics.json" for seed in sorted(folder.glob("seed*"))]
+        paths = [evaluation_dir(seed, test) / "metrics.json" for seed in sorted(folder.glob("seed*"))]
         found = [json.loads(p.read_text()) for p in paths if p.is_file()]
         if found:
             runs[arm] = sorted(found, key=lambda r: r["seed"])
@@ -156,8 +156,10 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
         "paper_protocols": paper_protocols(experiment),
         "protocols": {},
     }
-    tta = experiment.run_config(next(iter(experiment.arms)), 0).evaluation.tta
-    tta_runs = collect_runs(experiment, runs_root, tta) if tta != "none" else {}
+    from retinalight.rundirs import evaluation_name
+
+    evaluation = experiment.run_config(next(iter(experiment.arms)), 0).evaluation
+    tta_runs = collect_runs(experiment, runs_root, evaluation_name(evaluation.tta)) if evaluation.tta != "none" else {}
     for protocol in protocols:
         rows = {}
         ref_runs = [r for r in runs.get(reference, []) if protocol in r["protocols"]]
@@ -176,13 +178,43 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
             }
         summary["protocols"][protocol] = {
             "arms": rows,
-            "tta": tta_rows(runs, tta_runs, protocol, tta),
+            "tta": tta_rows(runs, tta_runs, protocol, evaluation.tta),
             "topology": topology_rows(runs, reference, protocol),
             "ensembles": seed_ensembles(experiment, runs, runs_root, protocol, data_root),
             "second_observer": second_observer(experiment, protocol, data_root),
             "claims": [claim_test(runs, better, worse, protocol) for better, worse in experiment.claims],
         }
+    summary["cross_dataset"] = cross_dataset(experiment, runs, runs_root, data_root)
     return summary
+
+
+def cross_dataset(experiment: Experiment, runs: dict[str, list[dict]], runs_root: Path, data_root: str | None) -> dict | None:
+    """The runs tested on each of `evaluation.datasets` (`retinalight.training.runner.extra_evaluations`):
+    per test dataset (the training one first, its plain test) and arm, `score_row` of the FOV protocol and the
+    clDice mean; the datasets with no test are listed as missing (not under the data root, or not run yet)."""
+    from retinalight.rundirs import evaluation_name
+
+    config = experiment.run_config(next(iter(experiment.arms)), 0)
+    evaluation, trained_on = config.evaluation, config.data.dataset
+    others = [d for d in evaluation.datasets if d != trained_on]
+    if not others:
+        return None
+    tested = {
+        trained_on: runs,
+        **{d: collect_runs(experiment, runs_root, evaluation_name(dataset=d, scale=evaluation.scale)) for d in others},
+    }
+    table = {}
+    for dataset, found in tested.items():
+        rows = {}
+        for arm, arm_runs in found.items():
+            arm_runs = [r for r in arm_runs if "fov" in r["protocols"]]
+            if arm_runs:
+                topology = [r["protocols"]["fov"].get("topology") for r in arm_runs]
+                cldice = float(np.mean([t["mean"]["cldice"] for t in topology])) if all(topology) else None
+                rows[arm] = {**score_row(arm_runs, "fov"), "cldice": cldice}
+        if rows:
+            table[dataset] = rows
+    return {"trained_on": trained_on, "scale": evaluation.scale, "tested": table, "missing": [d for d in tested if d not in table]}
 
 
 def score_row(arm_runs: list[dict], protocol: str) -> dict:
@@ -332,6 +364,7 @@ def format_markdown(summary: dict) -> str:
                 lines.append(f"| {claim['claim']} | {seeds} | {cells[0]} | {cells[1]} | {claim['verdict']} |")
             lines.append("")
         lines += _topology_table(block.get("topology") or {}, protocol, reference, block.get("ensembles") or {}, block.get("tta") or {})
+    lines += _cross_dataset_table(summary.get("cross_dataset"))
     arms = next(iter(summary["protocols"].values()), {}).get("arms", {})
     if arms:
         lines += [
@@ -377,6 +410,34 @@ def _topology_table(rows: dict, protocol: str, reference: str, ensembles: dict, 
     return [*lines, ""]
 
 
+def _cross_dataset_table(cross: dict | None) -> list[str]:
+    if not cross:
+        return []
+    how = (
+        "each image resized so its FOV has the training images' median diameter" if cross["scale"] == "fov" else "images at their own scale"
+    )
+    lines = [
+        f"## Cross-dataset, protocol `fov`: trained on {cross['trained_on']}, tested on each dataset's test split ({how})",
+        "",
+        "Mean +- std over seeds of the pooled scores; clDice: mean over images, then seeds.",
+        "",
+        "| arm | trained on | tested on | seeds | AUC | F1 | clDice | F1 per image, 95% CI |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset, rows in cross["tested"].items():
+        for arm, row in rows.items():
+            spread = len(row["seeds"]) > 1
+            auc, f1 = (f"{row['mean'][k]:.4f}" + (f" +- {row['std'][k]:.4f}" if spread else "") for k in ("auc", "f1"))
+            cldice = f"{row['cldice']:.4f}" if row["cldice"] is not None else "-"
+            lo, hi = row["per_image_f1_ci95"]
+            lines.append(
+                f"| {arm} | {cross['trained_on']} | {dataset} | {len(row['seeds'])} | {auc} | {f1} | {cldice} | [{lo:.4f}, {hi:.4f}] |"
+            )
+    if cross["missing"]:
+        lines += ["", f"Not tested (not under the data root, or not run yet): {', '.join(cross['missing'])}."]
+    return [*lines, ""]
+
+
 def _per_seed(values: list) -> str:
     """One value when every seed shares it, else the values in seed order."""
     return str(values[0]) if len(set(values)) == 1 else ", ".join(map(str, values))
@@ -411,7 +472,8 @@ def index_markdown(results: Path) -> str:
         "| experiment | profile | overrides | seeds | hardware class | commits | headline (FOV AUC / F1) | table | report |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for path in sorted(results.glob("*/summary-*.json")):
+    for path in sorted(results.rglob("summary-*.json")):  # runs roots of their own too (results/cross_dataset/<exp>/)
+        where = path.parent.relative_to(results).as_posix()
         summary = json.loads(path.read_text())
         arms = (summary.get("protocols", {}).get("fov") or {}).get("arms") or {}
         label = path.stem.removeprefix("summary-")
@@ -422,15 +484,15 @@ def index_markdown(results: Path) -> str:
         headline = f"{best[0]} {best[1]['mean']['auc']:.4f} / {best[1]['mean']['f1']:.4f}" if best else "-"
         report = path.parent / f"report-{label}" / "report.md"
         cells = [
-            path.parent.name,
+            where,
             str(summary.get("profile", "-")),
             ", ".join(f"`{o}`" for o in summary.get("overrides") or []) or "none",
             str(seeds),
             hardware,
             ", ".join(commits) or "-",
             headline,
-            f"[{path.with_suffix('.md').name}]({path.parent.name}/{path.with_suffix('.md').name})",
-            f"[report]({path.parent.name}/report-{label}/report.md)" if report.is_file() else "-",
+            f"[{path.with_suffix('.md').name}]({where}/{path.with_suffix('.md').name})",
+            f"[report]({where}/report-{label}/report.md)" if report.is_file() else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -128,7 +128,7 @@ def test_tta_is_scored_beside_the_plain_test_without_retraining(drive_run, data_
     args = ["--exp", "ablation_drive", "--profile", "quick", "--arm", "sa_unet", "--data-root", str(data_root)]
     tta = ["--set", *TINY_DRIVE, "evaluation.tta=flips"]
     assert fit_main([*args, "--runs", str(drive_run.parent), *tta]) == 0
-    assert "testing again with evaluation.tta=flips" in capsys.readouterr().out
+    assert "testing again as tta-flips (the plain test is kept)" in capsys.readouterr().out
     assert (folder / "metrics.json").read_text() == plain  # never overwritten by the TTA score
     scored = json.loads((folder / "tta-flips" / "metrics.json").read_text())
     assert scored["tta"] == "flips" and scored["config_hash"] == json.loads(plain)["config_hash"]
@@ -148,8 +148,28 @@ def test_tta_is_scored_beside_the_plain_test_without_retraining(drive_run, data_
     copy = tmp_path / "runs" / folder.relative_to(drive_run.parent)
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("checkpoints", "tta-flips"))
     assert fit_main([*args, "--runs", str(tmp_path / "runs"), *tta]) == 1
-    assert "last.ckpt: missing, so the complete run cannot be tested with evaluation.tta=flips" in capsys.readouterr().out
+    assert "last.ckpt: missing, so the complete run cannot be tested again (tta-flips)" in capsys.readouterr().out
     assert not (copy / "tta-flips").exists() and (copy / "metrics.json").read_text() == plain
+
+
+def test_cross_dataset_tests_scale_to_the_training_fov_and_match_evaluate(drive_run, data_root, capsys):
+    folder = seed_folder(drive_run, "sa_unet")
+    args = ["--exp", "ablation_drive", "--profile", "quick", "--arm", "sa_unet", "--data-root", str(data_root), "--runs", str(drive_run.parent)]
+    assert fit_main([*args, "--set", *TINY_DRIVE, "evaluation.datasets=[drive,chase_db1,stare]"]) == 0
+    out = capsys.readouterr().out
+    assert "testing again as on-chase_db1" in out and "stare not found under the data root, not tested on it" in out
+    scored = json.loads((folder / "on-chase_db1" / "metrics.json").read_text())
+    assert scored["dataset"] == "chase_db1" and scored["scale"] == "fov" and scored["fov_reference"] == {"dataset": "drive", "diameter": 540.0}
+    assert len(list((folder / "on-chase_db1" / "predictions").glob("*.png"))) == 8  # CHASE_DB1's test split
+    table = next(p for p in drive_run.glob("summary-quick-*.md") if "datasets=[drive,chase_db1,stare]" in p.read_text()).read_text()
+    assert "## Cross-dataset, protocol `fov`: trained on drive" in table and "| sa_unet | drive | chase_db1 | 1 |" in table
+    assert "Not tested (not under the data root, or not run yet): stare." in table
+    # evaluate --ckpt on another dataset takes the same path: scale normalised to the checkpoint's training FOV
+    ckpt = ["--ckpt", str(folder / "checkpoints" / "last.ckpt"), "--format", "json", "--precision", "fp32", "--data-root", str(data_root)]
+    assert evaluate_main([*ckpt, "--dataset", "chase_db1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["scale"] == "fov" and result["fov_diameter"] == 540.0
+    assert abs(result["pooled"]["auc"] - scored["protocols"]["fov"]["pooled"]["auc"]) < 1e-6
 
 
 def test_predict_on_a_chase_image(drive_run, data_root, tmp_path):
@@ -158,7 +178,7 @@ def test_predict_on_a_chase_image(drive_run, data_root, tmp_path):
     assert predict_main(["--ckpt", str(ckpt), "--input", str(image), "--out", str(tmp_path)]) == 0
     from PIL import Image
 
-    for suffix in ("prob", "vessels", "overlay"):
+    for suffix in ("prob", "vessels", "overlay", "fov"):
         with Image.open(tmp_path / f"Image_12L_{suffix}.png") as img:
             assert img.size == (999, 960)
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from retinalight.cli import resolve_data_root
 from retinalight.config import CROP_SAMPLING, DataConfig, build_section
 from retinalight.data.datasets import DATASETS, RetinaDataset, Sample, get_dataset
+from retinalight.data.fov import fov_diameter
 from retinalight.data.geometry import Region, pad, padded_size, resize_sample_arrays
 from retinalight.data.tensors import channel_stats, to_tensors
 from retinalight.data.transforms import build_augmentation, crop_window
@@ -146,8 +147,8 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-def resized_sample(sample: Sample, side: int) -> Sample:
-    image, (vessel, fov) = resize_sample_arrays(sample.image, [sample.vessel, sample.fov], side)
+def resized_sample(sample: Sample, side: int | None = None, scale: float | None = None) -> Sample:
+    image, (vessel, fov) = resize_sample_arrays(sample.image, [sample.vessel, sample.fov], side, scale)
     return Sample(sample.id, image, vessel, fov)
 
 
@@ -232,8 +233,25 @@ class RetinaDataModule(L.LightningDataModule):
         """Padded network input (height, width)."""
         if self.config.resize:
             return padded_size(self.config.resize, self.config.resize, self.config.pad_multiple)
-        height, width = self.reader.load(self.reader.ids("training")[0]).image.shape[:2]
+        height, width = self.load(self.reader.ids("training")[:1])[0].image.shape[:2]
         return padded_size(height, width, self.config.pad_multiple)
+
+    @functools.cached_property
+    def median_fov_diameter(self) -> float:
+        """The median FOV diameter of the training images at their own scale (`retinalight.data.fov.fov_diameter`)."""
+        return float(np.median([fov_diameter(self.reader.load(i).fov) for i in self.reader.ids("training")]))
+
+    @property
+    def fov_reference(self) -> dict:
+        """The scale the network learns at, stored in its checkpoint so that inference on another dataset or a
+        user's photo can resize to it: `data.fov_diameter`, else the training images' median FOV diameter."""
+        return {"dataset": self.reader.name, "diameter": self.config.fov_diameter or self.median_fov_diameter}
+
+    @property
+    def fov_factor(self) -> float:
+        """With `data.fov_diameter`, the one factor that brings the median training FOV to it: one factor for
+        every training image keeps their sizes equal (inference scales each test image by its own FOV)."""
+        return self.config.fov_diameter / self.median_fov_diameter
 
     def setup(self, stage: str | None = None) -> None:
         self.reader.require()
@@ -246,12 +264,15 @@ class RetinaDataModule(L.LightningDataModule):
         self.val_samples = self.load(self.reader.ids("test") if self.config.val_mode == "test" else val_ids)
 
     def load(self, ids: list[str], resized: bool = True) -> list[Sample]:
-        """Samples as the network sees them: preprocessed, then resized when `resize` is set (and `resized`)."""
+        """Samples as the network sees them: preprocessed, then resized when `resize` or `fov_diameter` is set
+        (and `resized`)."""
         samples = [self.reader.load(i) for i in ids]
         if self.preprocess is not None:
             samples = [dataclasses.replace(s, image=self.preprocess(s.image)) for s in samples]
         if self.config.resize and resized:
-            samples = [resized_sample(s, self.config.resize) for s in samples]
+            samples = [resized_sample(s, side=self.config.resize) for s in samples]
+        elif self.config.fov_diameter and resized:
+            samples = [resized_sample(s, scale=self.fov_factor) for s in samples]
         return samples
 
     @property

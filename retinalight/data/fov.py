@@ -30,3 +30,20 @@ def compute_fov(image: np.ndarray, threshold: int = 25, erode: int = 0) -> np.nd
         disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erode + 1, 2 * erode + 1))
         filled = cv2.erode(filled, disc)
     return filled.astype(bool)
+
+
+def fov_diameter(fov: np.ndarray) -> int:
+    """The FOV's diameter in pixels: the width of the columns it spans (the horizontal extent, which a photo
+    cut at the top and bottom, as HRF's and many clinic cameras', keeps whole). 0 for an empty mask."""
+    columns = np.flatnonzero(fov.any(axis=0))
+    return int(columns[-1] - columns[0] + 1) if len(columns) else 0
+
+
+def fov_scale(fov: np.ndarray, reference: float) -> float:
+    """The factor that resizes an image so its FOV diameter becomes `reference` (scale normalisation)."""
+    from retinalight.errors import DataFileError
+
+    diameter = fov_diameter(fov)
+    if diameter < 16:
+        raise DataFileError(f"FOV of {diameter} pixels across: too small to normalise the scale (is the image a fundus photo?)")
+    return reference / diameter

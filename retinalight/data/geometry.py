@@ -45,13 +45,19 @@ def pad(array: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Region]:
     return out, Region(top, left, height, width)
 
 
-def resize_sample_arrays(image: np.ndarray, masks: list[np.ndarray], side: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """An image (area interpolation) and its binary masks (nearest) resized to side x side: Retina-GAN's
-    512x512 protocol."""
+def resize_sample_arrays(
+    image: np.ndarray, masks: list[np.ndarray], side: int | None = None, scale: float | None = None
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """An image and its binary masks (nearest) resized to side x side (Retina-GAN's 512x512 protocol) or by
+    `scale` (scale normalisation, `retinalight.data.fov.fov_scale`): area interpolation shrinking, bilinear
+    enlarging."""
     import cv2
 
-    image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
-    return image, [cv2.resize(m.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST).astype(bool) for m in masks]
+    height, width = image.shape[:2]
+    size = (side, side) if side else (max(16, round(width * scale)), max(16, round(height * scale)))
+    shrink = size[0] * size[1] < height * width
+    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return image, [cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool) for m in masks]
 
 
 def resize_back(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:

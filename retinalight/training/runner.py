@@ -5,6 +5,7 @@ Only rank 0 writes outside Lightning; folder names are deterministic, so all DDP
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -30,6 +31,7 @@ from retinalight.rundirs import (
     check_identity,
     clear_run,
     evaluation_dir,
+    evaluation_name,
     interruption_checkpoints,
     is_complete,
     latest_interruption_checkpoint,
@@ -56,8 +58,9 @@ def make_datamodule(config: RunConfig, data_root: str | None = None):
     return datamodule
 
 
-def make_module(config: RunConfig) -> SegmentationModule:
-    """The LightningModule the config names (`module: segmentation | gan`), built from plain dicts."""
+def make_module(config: RunConfig, fov_reference: dict | None = None) -> SegmentationModule:
+    """The LightningModule the config names (`module: segmentation | gan`), built from plain dicts;
+    `fov_reference` (the datamodule's) is kept in its checkpoint for scale normalisation elsewhere."""
     kwargs = {
         "model": {"name": config.model.name, "kwargs": config.model.kwargs},
         "loss": vars(config.loss),
@@ -65,6 +68,8 @@ def make_module(config: RunConfig) -> SegmentationModule:
         "evaluation": vars(config.evaluation),
         "preprocess": config.data.preprocess,
         "resize": config.data.resize,
+        "fov_diameter": config.data.fov_diameter,
+        "fov_reference": fov_reference,
         "seed": config.seed,
         "channels_last": config.trainer.channels_last,
         "compile": config.trainer.compile,
@@ -140,7 +145,7 @@ def fit_run(
         interruption.check(f"after training {what}, before testing it")
         # tested in fp32 and the default memory format: exactly what `evaluate --ckpt` and `predict` compute
         model = module.model.to(device or tested_device(config), memory_format=torch.contiguous_format)
-        metrics = test_run(model, datamodule, config, folder)
+        metrics = test_run(model, datamodule.test_samples(), config, folder, fov_diameter=config.data.fov_diameter)
         params, buffers = count_parameters(module.model)
         summary = {
             "experiment": config.experiment,
@@ -161,8 +166,8 @@ def fit_run(
         for spent in [*interruption_checkpoints(folder), folder / "trained.json"]:  # the run is complete
             spent.unlink()
         log_test_metrics(loggers, summary)
-        if config.evaluation.tta != "none":
-            log_test_metrics(loggers, test_with_tta(model, datamodule, config, folder, summary), f"tta-{config.evaluation.tta}/")
+        for test in pending_tests(config, folder, data_root, print):
+            log_test_metrics(loggers, test_again(model, datamodule, config, folder, summary, test, data_root), f"{test[0]}/")
         finish_loggers(loggers)
         return summary
 
@@ -217,7 +222,7 @@ def train_run(config: RunConfig, folder: Path, datamodule, resume: bool, logger:
     if last.exists() and not resume and not interrupted:
         raise RetinalightError(f"{folder} holds an unfinished run: pass --resume to continue it or --overwrite to start again")
     L.seed_everything(config.seed, workers=True, verbose=False)
-    module = make_module(config)
+    module = make_module(config, datamodule.fov_reference)
     clock = TimeToQuality(folder / "curve.csv")
     signals = Interruption(folder, f"{config.arm} seed {config.seed}")
     trainer = make_trainer(config, folder, datamodule, logger, [clock, signals, *(callbacks or [])])
@@ -252,7 +257,7 @@ def tested_module(config: RunConfig, datamodule, folder: Path, needed_for: str =
     if not path.is_file():
         why = needed_for or f"though {folder / 'trained.json'} says training finished"
         raise RetinalightError(f"{path}: missing, {why}; pass --overwrite to redo the run")
-    module = make_module(config)
+    module = make_module(config, datamodule.fov_reference)
     module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     return module
 
@@ -284,15 +289,16 @@ def finish_loggers(loggers: list) -> None:
             logger.experiment.finish()
 
 
-def test_run(model, datamodule, config: RunConfig, folder: Path, tta: str = "none") -> dict:
-    """Predict every test image at original size under `tta`, save predictions/<id>.png (probability x 255)
-    in `folder`, score them."""
+def test_run(model, samples, config: RunConfig, folder: Path, tta: str = "none", fov_diameter: float | None = None) -> dict:
+    """Predict every test sample at its original size (under `tta`; scaled to `fov_diameter` for the
+    network), save predictions/<id>.png (probability x 255) in `folder`, score them."""
     e = config.evaluation
     predictions = predict_samples(
         model,
-        interruption.checked(datamodule.test_samples(), f"while testing {config.arm} seed {config.seed}"),
+        interruption.checked(samples, f"while testing {config.arm} seed {config.seed}"),
         config.data.pad_multiple,
         resize=config.data.resize,
+        fov_diameter=fov_diameter,
         patch_size=e.patch_size,
         patch_overlap=e.patch_overlap,
         tta=tta,
@@ -304,33 +310,76 @@ def test_run(model, datamodule, config: RunConfig, folder: Path, tta: str = "non
     return results
 
 
-def test_with_tta(model, datamodule, config: RunConfig, folder: Path, plain: dict) -> dict:
-    """The run's test again under `evaluation.tta`, into its own evaluation folder (`evaluation_dir`): the
-    plain run's facts with `tta` and these scores; metrics.json there is written last."""
-    tta = config.evaluation.tta
-    target = evaluation_dir(folder, tta)
-    metrics = test_run(model, datamodule, config, target, tta)
-    summary = {**plain, "tta": tta, **provenance(), "protocols": metrics}
+def extra_evaluations(config: RunConfig) -> list[tuple[str, str | None, str]]:
+    """(name, dataset or None for the run's own, tta) of every test of a run beyond its plain one
+    (`retinalight.rundirs.evaluation_name`): under `evaluation.tta`, and on each of `evaluation.datasets`
+    (plain: a cross-dataset table compares networks, not test-time tricks)."""
+    e = config.evaluation
+    tests = [(evaluation_name(e.tta), None, e.tta)] if e.tta != "none" else []
+    others = [d for d in e.datasets if d != config.data.dataset]
+    return tests + [(evaluation_name(dataset=d, scale=e.scale), d, "none") for d in others]
+
+
+def present(dataset: str, config: RunConfig, data_root: str | None) -> bool:
+    from retinalight.data.datasets import get_dataset
+
+    return get_dataset(dataset, resolve_data_root(data_root or config.data.data_root)).path.is_dir()
+
+
+def test_again(model, datamodule, config: RunConfig, folder: Path, plain: dict, test: tuple, data_root: str | None) -> dict:
+    """One further test of a run's weights (`extra_evaluations`) into its own folder: the plain run's facts
+    with what this test changed and its scores; metrics.json there is written last. On another dataset the
+    images are prepared as the run's own (same preprocessing) and, with evaluation.scale=fov, resized to the
+    FOV diameter the network trained at (`RetinaDataModule.fov_reference`)."""
+    from retinalight.data.datasets import get_dataset
+
+    name, dataset, tta = test
+    fov_diameter, facts = config.data.fov_diameter, {"tta": tta}
+    if dataset is None:
+        samples = datamodule.test_samples()
+    else:
+        reader = get_dataset(dataset, resolve_data_root(data_root or config.data.data_root))
+        samples = [
+            dataclasses.replace(s, image=datamodule.preprocess(s.image)) if datamodule.preprocess else s for s in reader.load_split("test")
+        ]
+        if config.evaluation.scale == "fov":
+            fov_diameter = datamodule.fov_reference["diameter"]
+        facts |= {"dataset": dataset, "scale": config.evaluation.scale, "fov_reference": datamodule.fov_reference}
+    target = evaluation_dir(folder, name)
+    metrics = test_run(model, samples, config, target, tta, fov_diameter)
+    summary = {**plain, **facts, **provenance(), "protocols": metrics}
     write_json(target / "metrics.json", summary)
     return summary
 
 
-def rescore_with_tta(config: RunConfig, folder: Path, logger: str, data_root: str | None) -> dict | None:
-    """A complete run tested under `evaluation.tta` from its tested checkpoint, without retraining (rank 0)."""
+def retest(config: RunConfig, folder: Path, tests: list[tuple], logger: str, data_root: str | None, echo) -> None:
+    """Further tests of a complete run, from its tested checkpoint, without retraining (rank 0)."""
     from lightning.pytorch.utilities import rank_zero_only
 
     if rank_zero_only.rank != 0:
-        return None
+        return
     with run_lock(folder):
         datamodule = make_datamodule(config, data_root)
-        module = tested_module(config, datamodule, folder, f"so the complete run cannot be tested with evaluation.tta={config.evaluation.tta}")
+        names = ", ".join(name for name, _, _ in tests)
+        module = tested_module(config, datamodule, folder, f"so the complete run cannot be tested again ({names})")
         model = module.model.to(tested_device(config), memory_format=torch.contiguous_format)
         plain = json.loads((folder / "metrics.json").read_text())
         loggers = make_loggers(config, folder, logger)[1:] if logger == "wandb" else []
-        summary = test_with_tta(model, datamodule, config, folder, plain)
-        log_test_metrics(loggers, summary, f"tta-{config.evaluation.tta}/")
+        for test in tests:
+            echo(f"{config.arm} seed {config.seed}: testing again as {test[0]} (the plain test is kept)")
+            log_test_metrics(loggers, test_again(model, datamodule, config, folder, plain, test, data_root), f"{test[0]}/")
         finish_loggers(loggers)
-        return summary
+
+
+def pending_tests(config: RunConfig, folder: Path, data_root: str | None, echo) -> list[tuple]:
+    """`extra_evaluations` whose dataset is present (an absent one is said once and named in the summary)."""
+    tests = []
+    for test in extra_evaluations(config):
+        if test[1] and not present(test[1], config, data_root):
+            echo(f"{config.arm} seed {config.seed}: {test[1]} not found under the data root, not tested on it")
+            continue
+        tests.append(test)
+    return tests
 
 
 def run_or_reuse(config: RunConfig, folder: Path, resume: bool, overwrite: bool, logger: str, data_root: str | None, echo) -> str | None:
@@ -341,21 +390,20 @@ def run_or_reuse(config: RunConfig, folder: Path, resume: bool, overwrite: bool,
     if overwrite:
         clear_run(folder, rank_zero_only.rank)
     check_identity(folder, config)
-    tta = config.evaluation.tta
     if is_complete(folder):
         echo(f"{what}: complete (same config), reusing {folder}")
         if logger == "wandb" and rank_zero_only.rank == 0:  # a sweep run that reuses a result still reports it
             loggers = make_loggers(config, folder, "wandb")[1:]
             log_test_metrics(loggers, json.loads((folder / "metrics.json").read_text()))
             finish_loggers(loggers)
-        if is_complete(folder, tta):
+        tests = [t for t in pending_tests(config, folder, data_root, echo) if not is_complete(folder, t[0])]
+        if not tests:
             return None
-        echo(f"{what}: testing again with evaluation.tta={tta} (the plain test is kept)")
         try:
-            rescore_with_tta(config, folder, logger, data_root)
+            retest(config, folder, tests, logger, data_root, echo)
         except RetinalightError as err:  # e.g. no checkpoint (committed results keep none): the other runs go on
-            echo(f"FAILED {what} (tta {tta}): {err}")
-            return f"{what} (tta {tta}): {err}"
+            echo(f"FAILED {what} ({', '.join(t[0] for t in tests)}): {err}")
+            return f"{what} ({', '.join(t[0] for t in tests)}): {err}"
         return None
     try:
         result = fit_run(config, folder, resume=resume, logger=logger, data_root=data_root)
