@@ -180,6 +180,7 @@ def build_summary(experiment: Experiment, runs_root: Path, data_root: str | None
             "arms": rows,
             "tta": tta_rows(runs, tta_runs, protocol, evaluation.tta),
             "topology": topology_rows(runs, reference, protocol),
+            "groups": group_rows(experiment, runs, protocol),
             "ensembles": seed_ensembles(experiment, runs, runs_root, protocol, data_root),
             "second_observer": second_observer(experiment, protocol, data_root),
             "claims": [claim_test(runs, better, worse, protocol) for better, worse in experiment.claims],
@@ -215,6 +216,27 @@ def cross_dataset(experiment: Experiment, runs: dict[str, list[dict]], runs_root
         if rows:
             table[dataset] = rows
     return {"trained_on": trained_on, "scale": evaluation.scale, "tested": table, "missing": [d for d in tested if d not in table]}
+
+
+def group_rows(experiment: Experiment, runs: dict[str, list[dict]], protocol: str) -> dict | None:
+    """{arm: {group: images, mean per-image F1 and AUC over seeds}} for a dataset whose images have diagnosis
+    groups (`RetinaDataset.group`: HRF, FIVES); None otherwise."""
+    from retinalight.data.datasets import DATASETS
+
+    dataset = DATASETS[experiment.run_config(next(iter(experiment.arms)), 0).data.dataset]
+    rows = {}
+    for arm, all_runs in runs.items():
+        arm_runs = [r for r in all_runs if protocol in r["protocols"]]
+        ids, f1 = per_image(arm_runs, protocol, "f1")
+        _, auc = per_image(arm_runs, protocol, "auc")
+        groups = [dataset.group(i) for i in ids]
+        if not arm_runs or None in groups:
+            return None
+        rows[arm] = {
+            g: {"images": groups.count(g), **{k: float(v[:, [x == g for x in groups]].mean()) for k, v in (("f1", f1), ("auc", auc))}}
+            for g in sorted(set(groups))
+        }
+    return rows or None
 
 
 def score_row(arm_runs: list[dict], protocol: str) -> dict:
@@ -363,6 +385,7 @@ def format_markdown(summary: dict) -> str:
                 seeds = " vs ".join(map(str, test["seeds"])) if test else "-"
                 lines.append(f"| {claim['claim']} | {seeds} | {cells[0]} | {cells[1]} | {claim['verdict']} |")
             lines.append("")
+        lines += _group_table(block.get("groups"), protocol)
         lines += _topology_table(block.get("topology") or {}, protocol, reference, block.get("ensembles") or {}, block.get("tta") or {})
     lines += _cross_dataset_table(summary.get("cross_dataset"))
     arms = next(iter(summary["protocols"].values()), {}).get("arms", {})
@@ -407,6 +430,20 @@ def _topology_table(rows: dict, protocol: str, reference: str, ensembles: dict, 
     for arm, ensemble in ensembles.items():
         cells = " | ".join(f"{ensemble['topology'][k]:.4f}" for k in TOPOLOGY)
         lines.append(f"| {arm} (ensemble of {ensemble['seeds']}) | {ensemble['seeds']} | {cells} | - |")
+    return [*lines, ""]
+
+
+def _group_table(groups: dict | None, protocol: str) -> list[str]:
+    if not groups:
+        return []
+    lines = [
+        f"Per diagnosis group, protocol `{protocol}`: mean over seeds and the group's test images of the per-image scores.",
+        "",
+        "| arm | group | images | F1 | AUC |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, rows in groups.items():
+        lines += [f"| {arm} | {g} | {row['images']} | {row['f1']:.4f} | {row['auc']:.4f} |" for g, row in rows.items()]
     return [*lines, ""]
 
 

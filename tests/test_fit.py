@@ -154,12 +154,25 @@ def test_tta_is_scored_beside_the_plain_test_without_retraining(drive_run, data_
 
 def test_cross_dataset_tests_scale_to_the_training_fov_and_match_evaluate(drive_run, data_root, capsys):
     folder = seed_folder(drive_run, "sa_unet")
-    args = ["--exp", "ablation_drive", "--profile", "quick", "--arm", "sa_unet", "--data-root", str(data_root), "--runs", str(drive_run.parent)]
+    args = [
+        "--exp",
+        "ablation_drive",
+        "--profile",
+        "quick",
+        "--arm",
+        "sa_unet",
+        "--data-root",
+        str(data_root),
+        "--runs",
+        str(drive_run.parent),
+    ]
     assert fit_main([*args, "--set", *TINY_DRIVE, "evaluation.datasets=[drive,chase_db1,stare]"]) == 0
     out = capsys.readouterr().out
     assert "testing again as on-chase_db1" in out and "stare not found under the data root, not tested on it" in out
     scored = json.loads((folder / "on-chase_db1" / "metrics.json").read_text())
-    assert scored["dataset"] == "chase_db1" and scored["scale"] == "fov" and scored["fov_reference"] == {"dataset": "drive", "diameter": 540.0}
+    assert (
+        scored["dataset"] == "chase_db1" and scored["scale"] == "fov" and scored["fov_reference"] == {"dataset": "drive", "diameter": 540.0}
+    )
     assert len(list((folder / "on-chase_db1" / "predictions").glob("*.png"))) == 8  # CHASE_DB1's test split
     table = next(p for p in drive_run.glob("summary-quick-*.md") if "datasets=[drive,chase_db1,stare]" in p.read_text()).read_text()
     assert "## Cross-dataset, protocol `fov`: trained on drive" in table and "| sa_unet | drive | chase_db1 | 1 |" in table
@@ -517,3 +530,35 @@ def test_unwritable_runs_folder_is_one_line(tmp_path, capsys):
     assert _fit_exit_code(["--exp", "smoke_synthetic", "--runs", str(blocker / "runs")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --runs") and err.count("\n") == 1
+
+
+def test_a_drive_without_test_expert_maps_stops_before_training_and_import_says_so(data_root, tmp_path, capsys):
+    """DRIVE as its challenge site serves it today (no test/1st_manual): `data import` names the missing part,
+    and `fit` stops in one line before its first step instead of after training; a corrupt image likewise."""
+    import zipfile
+
+    from retinalight.data.__main__ import main as data_main
+
+    archive = tmp_path / "drive.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((data_root / "DRIVE").rglob("*")):
+            relative = path.relative_to(data_root)
+            if path.is_file() and relative.parts[1:3] != ("test", "1st_manual"):
+                zf.write(path, relative.as_posix())
+    root = tmp_path / "data"
+    assert data_main(["import", str(archive), "--data-root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "DRIVE: still missing test expert maps (20): test scores do not work" in out
+    runs = tmp_path / "runs"
+    args = ["--exp", "ablation_drive", "--profile", "quick", "--arm", "unet", "--runs", str(runs), "--data-root", str(root)]
+    assert _fit_exit_code(args) == 2
+    captured = capsys.readouterr()
+    assert "lacks 20 test expert maps" in captured.err and "nothing was trained" in captured.err and captured.err.count("\n") == 1
+    assert not list(runs.rglob("*.ckpt"))
+    (root / "DRIVE" / "test" / "1st_manual").mkdir()
+    for path in (data_root / "DRIVE" / "test" / "1st_manual").iterdir():
+        (root / "DRIVE" / "test" / "1st_manual" / path.name).write_bytes(path.read_bytes())
+    (root / "DRIVE" / "training" / "images" / "23_training.tif").write_bytes(b"not an image")
+    assert _fit_exit_code(args) == 2
+    err = capsys.readouterr().err
+    assert "23_training.tif" in err and err.count("\n") == 1

@@ -12,6 +12,7 @@ The data root is --data-root, else $RETINALIGHT_DATA, else ./data.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from retinalight.cli import add_data_root, resolve_data_root, run_main
 from retinalight.data.datasets import DATASETS, dataset_names
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
         for archive in args.archives:
             print(f"{archive}: {len(import_archive(archive, root))} files into {root}")
+        for line in import_gaps(root):
+            print(line)
         return 0
     from retinalight.data.fetch import download
 
@@ -61,15 +64,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def import_gaps(root: Path) -> list[str]:
+    """One line per dataset folder under `root` that lacks a part of the dataset, and what that rules out."""
+    lines = []
+    for name in dataset_names(files_only=True):
+        reader = DATASETS[name](root)
+        if not reader.path.is_dir():
+            continue
+        missing = reader.missing_parts()
+        if not missing:
+            continue
+        parts = ", ".join(f"{split} {part} ({len(paths)})" for (split, part), paths in missing.items())
+        splits = {split for split, _ in missing}
+        rules_out = (
+            "test scores do not work (fit tests every run; `evaluate --pred-dir` and `predict` still work)"
+            if splits == {"test"}
+            else "training does not work"
+        )
+        lines.append(f"{reader.title}: still missing {parts}: {rules_out}; import the archive that holds them")
+    return lines
+
+
 def dataset_table() -> str:
     lines = []
     for name in dataset_names(files_only=True):
         cls = DATASETS[name]
         reader = cls(".")
+        counts = cls.published_counts or {split: len(reader.ids(split)) for split in ("training", "test")}
         height, width = cls.size
         fov = "published masks" if cls.fov_masks else "computed from the image"
         lines += [
-            f"{name}: {cls.title}, {len(reader.ids('training'))} training + {len(reader.ids('test'))} test images of {width}x{height}, FOV {fov}",
+            f"{name}: {cls.title}, {counts['training']} training + {counts['test']} test images of {width}x{height}, FOV {fov}",
             f"    split: {cls.split_reference}",
             f"    get it: {'`python -m retinalight.data download ' + name + '`' if cls.downloads else cls.source}",
             f"    checksums: {'published SHA-256 of every file' if cls.checksums else 'none shipped (not checked against the real files here)'}",

@@ -53,10 +53,10 @@ def check_dataset(reader: RetinaDataset, verify_checksums: bool = True) -> Datas
             image = read_rgb(files.image)
             if image.shape[:2] != (height, width):
                 problem = f"{files.image}: {image.shape[1]}x{image.shape[0]}, expected {width}x{height}"
-            for path in (files.vessel, files.fov):
+            for path, read in ((files.vessel, reader.read_vessel), (files.fov, read_binary)):
                 if path is None or problem:
                     continue
-                if read_binary(path).shape != (height, width):
+                if read(path).shape != (height, width):
                     problem = f"{path}: size differs from its image ({width}x{height})"
             for path in (files.image, files.vessel, files.fov):
                 key = path.relative_to(reader.path).as_posix() if path else None

@@ -67,11 +67,35 @@ def open_member(handle) -> IO[bytes]:
     return archive.open(member) if isinstance(archive, zipfile.ZipFile) else archive.extractfile(member)
 
 
+def import_folder(folder: Path, root: Path) -> list[Path]:
+    """Copy an extracted archive's files (found by their published names, as archive members) into `root`."""
+    written = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()):
+        target = destination(path.relative_to(folder).as_posix())
+        if target is not None:
+            (root / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, root / target)
+            written.append(root / target)
+    if not written:
+        raise DataFileError(
+            f"{folder}: no files of {', '.join(c.title for c in DATASETS.values() if not c.generated)} in it (an unknown layout)"
+        )
+    return written
+
+
 def import_archive(archive: str | Path, root: str | Path) -> list[Path]:
-    """Unpack a publisher's archive (zip or tar, for any registered dataset) into `root`; returns the files written."""
+    """Unpack a publisher's archive (zip or tar, for any registered dataset), or copy an extracted one (a
+    folder), into `root`; returns the files written. A .rar (FIVES) is refused in one line saying how to extract it."""
     archive, root = Path(archive), Path(root)
+    if archive.is_dir():
+        return import_folder(archive, root)
     if not archive.is_file():
         raise DataFileError(f"{archive}: archive not found")
+    if archive.suffix.lower() == ".rar":
+        raise DataFileError(
+            f"{archive}: a .rar archive (FIVES is published so), which Python's standard library cannot read: extract it "
+            "(`unar`, `unrar x` or `bsdtar -xf`), then import the extracted folder"
+        )
     with archive_members(archive) as members:
         for name, is_link, _ in members:  # every member is checked before any is written
             reason = unsafe_reason(name, is_link)

@@ -17,15 +17,16 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return _decode(str(path), "RGB")
 
 
-def read_binary(path: str | Path) -> np.ndarray:
+def read_binary(path: str | Path, any_channel: bool = False) -> np.ndarray:
     """A binary map (annotation or FOV mask) as HxW bool (cached; treat as read-only); any value other
-    than 0/255 is an error."""
-    return _decode_binary(str(path))
+    than 0/255 is an error. `any_channel`: a map stored in colour, marked where any channel is 255 (FIVES
+    stores some labels so; their grey value would be neither 0 nor 255)."""
+    return _decode_binary(str(path), any_channel)
 
 
 @functools.lru_cache(maxsize=512)
-def _decode_binary(path: str) -> np.ndarray:
-    grey = _open(path, "L")
+def _decode_binary(path: str, any_channel: bool = False) -> np.ndarray:
+    grey = _open(path, "RGB").max(axis=2) if any_channel else _open(path, "L")
     values = np.unique(grey)
     if not np.isin(values, (0, 255)).all():
         raise DataFileError(f"{path}: not binary (values {values[:6].tolist()}...), expected 0 and 255")

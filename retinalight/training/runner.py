@@ -54,7 +54,7 @@ def make_datamodule(config: RunConfig, data_root: str | None = None):
     if data.dataset not in DATAMODULES:
         raise ConfigError(f"data.dataset={data.dataset!r}: choose from {', '.join(DATAMODULES)}")
     datamodule = DATAMODULES[data.dataset](resolve_data_root(data_root or data.data_root), config=data, seed=config.seed)
-    datamodule.reader.require()  # before the Trainer exists: a missing dataset is one line, nothing else
+    datamodule.reader.require_files()  # before the Trainer exists: a missing or corrupt file is one line, nothing trained
     return datamodule
 
 

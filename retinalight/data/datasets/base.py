@@ -59,6 +59,7 @@ class RetinaDataset:
     split_reference = ""  # who defined the training/test split
     checksums: str | None = None  # a file of `sha256  path-in-folder` lines beside the module; None: not verified here
     generated = False  # True: made by code, no files (the synthetic set)
+    published_counts: dict[str, int] | None = None  # {split: images} where `ids` lists the files present instead
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -94,12 +95,35 @@ class RetinaDataset:
                 "or set --data-root / RETINALIGHT_DATA to the folder that holds it"
             )
 
+    def missing_parts(self, splits: tuple[str, ...] = SPLITS) -> dict[tuple[str, str], list[Path]]:
+        """{(split, "images" | "expert maps" | "FOV masks"): the files of that part that are not there}."""
+        missing: dict[tuple[str, str], list[Path]] = {}
+        for split in splits if not self.generated else ():
+            for id in self.ids(split):
+                files = self.files(id)
+                for part, path in (("images", files.image), ("expert maps", files.vessel), ("FOV masks", files.fov)):
+                    if path is not None and not path.is_file():
+                        missing.setdefault((split, part), []).append(path)
+        return missing
+
+    def require_files(self, splits: tuple[str, ...] = SPLITS) -> None:
+        """Every file of `splits` present and decodable, before a run's first step: a run must not train for
+        hours and then stop at its first missing test map. One line names what is missing or unreadable."""
+        self.require()
+        missing = self.missing_parts(splits)
+        if missing:
+            parts = "; ".join(f"{len(paths)} {split} {part} (e.g. {paths[0]})" for (split, part), paths in missing.items())
+            raise DataFileError(f"{self.title or self.name} at {self.path} lacks {parts}: the run needs every one; nothing was trained")
+        for split in splits if not self.generated else ():
+            for id in self.ids(split):
+                self.load(id)  # decoded and cached: a corrupt file is one line naming it
+
     def load(self, id: str) -> Sample:
         """Decode one image (cached per process) and check that image and maps agree in size."""
         self.require()
         files = self.files(id)
         image = read_rgb(files.image)
-        vessel = read_binary(files.vessel)
+        vessel = self.read_vessel(files.vessel)
         fov = read_binary(files.fov) if files.fov else computed_fov(files.image)
         for what, array in (("annotation", vessel), ("FOV mask", fov)):
             if array.shape != image.shape[:2]:
@@ -111,6 +135,15 @@ class RetinaDataset:
 
     def load_split(self, split: str) -> list[Sample]:
         return [self.load(i) for i in self.ids(split)]
+
+    @staticmethod
+    def group(id: str) -> str | None:
+        """The image's diagnosis group where the dataset has them (HRF, FIVES): summaries break scores down by it."""
+        return None
+
+    def read_vessel(self, path: Path) -> np.ndarray:
+        """The expert map as HxW bool (a reader whose labels are stored otherwise overrides this)."""
+        return read_binary(path)
 
     def second_observer(self, id: str) -> np.ndarray | None:
         """The second human observer's annotation where the user's copy has it (optional)."""

@@ -33,6 +33,10 @@ class HRF(RetinaDataset):
         numbers = range(1, 6) if split == "training" else range(6, 16)
         return [f"{n:02d}_{group}" for group in GROUPS for n in numbers]
 
+    @staticmethod
+    def group(id: str) -> str:
+        return {"dr": "DR", "g": "glaucoma", "h": "healthy"}[id.rpartition("_")[2]]
+
     def files(self, id: str) -> ImageFiles:
         published, other = (".JPG", ".jpg") if id.endswith("_dr") else (".jpg", ".JPG")
         image = self.path / "images" / f"{id}{published}"
