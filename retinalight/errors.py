@@ -40,18 +40,28 @@ class Interrupted(BaseException):
     """The command stopped at a safe point after a signal. A BaseException: the runner's per-run error
     handling (which keeps other runs going after a crash) must not swallow it."""
 
-    def __init__(self, signum: int, stage: str, requeued: str | None = None):
+    def __init__(self, signum: int, stage: str, requeued: str | None = None, rank: int = 0, received: bool = True, job: str | None = None):
         super().__init__(signum, stage, requeued)
         self.signum, self.stage, self.requeued = signum, stage, requeued
+        self.rank, self.received, self.job = rank, received, job
 
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
 
     def __str__(self) -> str:
-        then = (
-            f"SLURM job {self.requeued} requeued: it runs the same command and continues"
-            if self.requeued
-            else "run the same command again to continue (complete runs are reused, this one resumes where it stopped)"
+        """What happened to this process: under DDP only rank 0 requeues, and a rank may stop for a signal
+        that reached another one."""
+        if self.requeued:
+            then = f"SLURM job {self.requeued} requeued: it runs the same command and continues"
+        elif self.job:
+            then = f"rank 0 requeues SLURM job {self.job}; this rank asked nothing of SLURM"
+        else:
+            then = "run the same command again to continue (complete runs are reused, this one resumes where it stopped)"
+        who = f"rank {self.rank}: " if self.rank else ""
+        cause = (
+            f"interrupted by {signal.Signals(self.signum).name}"
+            if self.received
+            else "stopped with the other ranks (a signal reached one of them)"
         )
-        return f"interrupted by {signal.Signals(self.signum).name} {self.stage}; {then}"
+        return f"{who}{cause} {self.stage}; {then}"

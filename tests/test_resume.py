@@ -165,6 +165,25 @@ def test_sigterm_under_slurm_requeues_like_a_preemption(tmp_path, monkeypatch):
     assert stop.value.exit_code == 130 and stop.value.requeued is None and "run the same command again" in str(stop.value)
 
 
+def test_each_ddp_rank_says_what_happened_to_it_under_slurm(tmp_path, monkeypatch):
+    """Only rank 0 requeues; a rank that received no signal stops with the others and says so."""
+    slurm, calls = _slurm_env(tmp_path)
+    monkeypatch.setenv("PATH", slurm["PATH"])
+    monkeypatch.setenv("SLURM_JOB_ID", slurm["SLURM_JOB_ID"])
+    with interruption.handling_signals(), pytest.raises(Interrupted) as stop:  # rank 1, no signal of its own
+        interruption.stop("while training unet seed 0 (batch 7, checkpoint hpc_ckpt_1.ckpt)", rank=1)
+    line = str(stop.value)
+    assert line.startswith("rank 1: stopped with the other ranks (a signal reached one of them) while training")
+    assert "rank 0 requeues SLURM job 4242; this rank asked nothing of SLURM" in line and "requeued:" not in line
+    assert stop.value.requeued is None and not calls.exists()
+    with interruption.handling_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(Interrupted) as stop:  # rank 0, which received it
+            interruption.stop("while training unet seed 0", rank=0)
+    assert str(stop.value).startswith("interrupted by SIGTERM") and "SLURM job 4242 requeued" in str(stop.value)
+    assert calls.read_text().split() == ["requeue", "4242"]
+
+
 def test_a_signal_between_runs_stops_there_and_the_same_command_completes_the_job(tmp_path, data_root, monkeypatch):
     import retinalight.training.runner as runner
 

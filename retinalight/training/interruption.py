@@ -80,11 +80,12 @@ def slurm_job() -> str | None:
 
 def stop(stage: str, signum: int | None = None, rank: int = 0) -> None:
     """Raise `Interrupted` for the received signal, after asking SLURM to requeue (rank 0, SIGUSR1/SIGTERM)."""
-    signum = signum or received() or signal.SIGTERM
+    own = received()
+    signum = signum or own or signal.SIGTERM
     job = slurm_job() if signum in (signal.SIGUSR1, signal.SIGTERM) else None
     if job and rank == 0:
         subprocess.run(["scontrol", "requeue", job], check=False)
-    raise Interrupted(signum, stage, job)
+    raise Interrupted(signum, stage, job if rank == 0 else None, rank=rank, received=own is not None, job=job)
 
 
 def check(stage: str) -> None:
