@@ -23,9 +23,8 @@ import cv2
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from retinalight.cli import resolve_data_root
 from retinalight.data.datasets import get_dataset
-from retinalight.data.io import read_grey
+from retinalight.data.io import read_grey, resolve_data_root
 
 
 def predict_once(model: str, image: Path, out: Path, scale: str) -> tuple[float, float, Path]:

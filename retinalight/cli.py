@@ -6,19 +6,10 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from retinalight.errors import Interrupted, RetinalightError
 
 DATA_ROOT_HELP = "folder holding the dataset folders: DRIVE/, CHASE_DB1/, ... (default: $RETINALIGHT_DATA, else ./data)"
-
-
-LOGGERS = ("csv", "wandb", "none")  # fit --logger: csv curves in the run folder; wandb adds W&B; none
-
-
-def resolve_data_root(value: str | os.PathLike | None = None) -> Path:
-    """--data-root, else $RETINALIGHT_DATA, else ./data."""
-    return Path(value or os.environ.get("RETINALIGHT_DATA") or "data").expanduser()
 
 
 def add_data_root(parser: argparse.ArgumentParser) -> None:

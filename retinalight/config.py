@@ -22,6 +22,7 @@ DISCRIMINATOR_INPUTS = {"green": 1, "gray": 1, "rgb": 3}  # fundus channels the 
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 VAL_MODES = ("holdout", "augmented", "test")  # where validation images come from (retinalight.data.datamodules)
 CROP_SAMPLING = ("uniform", "fov", "vessel")  # where crop centres fall (retinalight.data.datamodules.AugmentedSamples)
+LOGGERS = ("csv", "wandb", "none")  # fit --logger: csv curves in the run folder; wandb adds W&B; none
 SCALE_MODES = ("auto", "fov", "none")  # inference scale: fov resizes to the network's training FOV diameter; auto: when known
 TTA_MODES = ("none", "flips")  # test-time augmentation (retinalight.inference.with_tta): none, or the 8 flips and transposes
 

@@ -25,10 +25,10 @@ from retinalight.cli import (
     add_scale_option,
     add_tta_option,
     inference_options,
-    resolve_data_root,
     run_main,
 )
 from retinalight.data.datasets import SPLITS, dataset_names, get_dataset
+from retinalight.data.io import resolve_data_root
 from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import METRICS, PROTOCOLS, evaluate_predictions
 from retinalight.metrics.topology import TOPOLOGY
@@ -79,7 +79,7 @@ def format_table(result: dict) -> str:
     return "\n".join([title, head, *rows, "-" * len(head), *stats, "", note, topo_head, *topo_rows, "-" * len(topo_head), *topo_stats])
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m retinalight.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -116,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also write DIR/metrics.json and DIR/per_image.csv, as a run folder holds them",
     )
     add_data_root(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     reader = get_dataset(args.dataset, resolve_data_root(args.data_root))
     reader.require()
     if args.ensemble:
@@ -141,24 +145,29 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_checkpoint(args.ckpt, reader, args.split, args.protocol, bf16, device, args.tta, args.scale, reference)
     print(json.dumps(result, indent=2) if args.format == "json" else format_table(result))
     if args.out:
-        from retinalight.rundirs import write_json, write_per_image
-
-        try:
-            args.out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise DataFileError(f"--out {args.out}: cannot create the folder ({err.strerror or err})") from None
-        if args.ensemble:
-            source = {"ensemble": result["ensemble"]}
-        else:
-            source = {"pred_dir": str(args.pred_dir)} if args.pred_dir else {"checkpoint": str(args.ckpt), "tta": args.tta}
-        source |= {"model": args.model} if args.model else {}
-        protocol = {k: result[k] for k in ("protocol", "threshold", "pooled", "per_image", "mean", "std", "topology")}
-        write_json(
-            args.out / "metrics.json",
-            {"dataset": result["dataset"], "split": result["split"], **source, "protocols": {args.protocol: protocol}},
-        )
-        write_per_image(args.out / "per_image.csv", {args.protocol: protocol})
+        write_out(args, result)
     return 0
+
+
+def write_out(args: argparse.Namespace, result: dict) -> None:
+    """--out: metrics.json and per_image.csv as a run folder holds them, with where the maps came from."""
+    from retinalight.rundirs import write_json, write_per_image
+
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataFileError(f"--out {args.out}: cannot create the folder ({err.strerror or err})") from None
+    if args.ensemble:
+        source = {"ensemble": result["ensemble"]}
+    else:
+        source = {"pred_dir": str(args.pred_dir)} if args.pred_dir else {"checkpoint": str(args.ckpt), "tta": args.tta}
+    source |= {"model": args.model} if args.model else {}
+    protocol = {k: result[k] for k in ("protocol", "threshold", "pooled", "per_image", "mean", "std", "topology")}
+    write_json(
+        args.out / "metrics.json",
+        {"dataset": result["dataset"], "split": result["split"], **source, "protocols": {args.protocol: protocol}},
+    )
+    write_per_image(args.out / "per_image.csv", {args.protocol: protocol})
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from retinalight.cli import LOGGERS, add_data_root, run_main
+from retinalight.cli import add_data_root, run_main
+from retinalight.config import LOGGERS
 from retinalight.errors import ConfigError
 from retinalight.experiments import DEFAULT_PROFILE, list_experiments, load_experiment
 

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from retinalight.cli import add_inference_options, add_scale_option, add_tta_option, inference_options, run_main
 from retinalight.data.fov import compute_fov
-from retinalight.data.io import read_binary, read_rgb, write_grey
+from retinalight.data.io import list_images, read_binary, read_rgb, write_grey
 from retinalight.errors import DataFileError
 from retinalight.inference import (
     image_preparation,
@@ -34,19 +34,6 @@ from retinalight.inference import (
     with_scale,
     with_tta,
 )
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp"}
-
-
-def list_images(source: Path) -> list[Path]:
-    if source.is_file():
-        return [source]
-    if source.is_dir():
-        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if images:
-            return images
-        raise DataFileError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    raise DataFileError(f"{source}: no such file or folder")
 
 
 def overlay(image: np.ndarray, vessels: np.ndarray) -> np.ndarray:

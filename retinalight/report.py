@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from retinalight.cli import add_data_root, resolve_data_root, run_main
+from retinalight.cli import add_data_root, run_main
+from retinalight.data.io import resolve_data_root
 from retinalight.errors import DataFileError
 from retinalight.metrics.segmentation import METRICS
 
@@ -327,25 +328,9 @@ def write_report(
     arms = list(summary["protocols"][first]["arms"])
     seeds = {arm: seed_folders(folder, summary, arm, first) for arm in arms}
     data = yaml.safe_load((seeds[arms[0]][0] / "config.yaml").read_text())["data"]
-    peers = {p: {} for p in protocols}
-    if compare:
-        from retinalight.metrics.folder import evaluate_folder
-
-        reader = get_dataset(data["dataset"], resolve_data_root(data_root), **data.get("dataset_kwargs", {}))
-        reader.require()
-        for protocol in protocols:
-            peers[protocol] = {name: evaluate_folder(path, reader, "test", protocol) for name, path in compare.items()}
-        lines += ["## External predictions, scored alike", ""]
-        for protocol in protocols:
-            lines += [f"Protocol `{protocol}`, pooled over the test pixels (8-bit maps, tied-score AUC):", ""]
-            lines += ["| method | " + " | ".join(k.upper() for k in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-            for arm in arms:
-                mean = summary["protocols"][protocol]["arms"][arm]["mean"]
-                lines.append(f"| {arm} (ours, mean over seeds) | " + " | ".join(f"{mean[k]:.4f}" for k in METRICS) + " |")
-            for name, result in peers[protocol].items():
-                lines.append(f"| {name} ({compare[name]}) | " + " | ".join(f"{result['pooled'][k]:.4f}" for k in METRICS) + " |")
-            lines.append("")
-    lines += ["## Figures", ""]
+    reader = get_dataset(data["dataset"], resolve_data_root(data_root), **data.get("dataset_kwargs", {}))
+    peers, table = external_predictions(summary, reader, compare) if compare else ({p: {} for p in protocols}, [])
+    lines += [*table, "## Figures", ""]
     for protocol in protocols:
         tables = {arm: per_image_table(seed_folders(folder, summary, arm, protocol), protocol) for arm in arms}
         tables |= {name: {r["id"]: r for r in result["per_image"]} for name, result in peers[protocol].items()}
@@ -367,25 +352,49 @@ def write_report(
     adversarial = plot_adversarial({arm: seeds[arm][0] / "logs" / "metrics.csv" for arm in arms}, out, plt)
     if adversarial:
         lines.append(f"![discriminator and adversarial loss]({adversarial.name})")
-    available = {}  # each arm's first seed that kept its predictions
-    for arm in arms:
-        kept = [s / "predictions" for s in seeds[arm] if (s / "predictions").is_dir()]
-        if kept:
-            available[arm] = kept[0]
-    if available:
-        reader = get_dataset(data["dataset"], resolve_data_root(data_root), **data.get("dataset_kwargs", {}))
-        reader.require()
-        image_id = image or reader.ids("test")[0]
-        found = {arm: d / f"{image_id}.png" for arm, d in available.items() if (d / f"{image_id}.png").is_file()}
-        lines.append(f"![panels]({plot_panels(reader, image_id, found, out, plt).name})")
-        for protocol in protocols:
-            histograms = {arm: pixel_histograms(reader, d, protocol) for arm, d in available.items()}
-            lines.append(f"![ROC and PR, {protocol}]({plot_roc_pr(histograms, protocol, out, plt).name})")
-    else:
-        lines.append("No prediction panels: the run folders hold no predictions/ (results/ keeps only metrics).")
+    lines += map_figures(seeds, reader, protocols, image, out, plt)
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return report
+
+
+def external_predictions(summary: dict, reader, compare: dict[str, Path]) -> tuple[dict, list[str]]:
+    """`compare`'s prediction folders scored with the summary's protocols: ({protocol: {name: result}}, the
+    report's table of them beside each arm's mean)."""
+    from retinalight.metrics.folder import evaluate_folder
+
+    reader.require()
+    protocols = list(summary["protocols"])
+    peers = {protocol: {name: evaluate_folder(path, reader, "test", protocol) for name, path in compare.items()} for protocol in protocols}
+    lines = ["## External predictions, scored alike", ""]
+    for protocol in protocols:
+        lines += [f"Protocol `{protocol}`, pooled over the test pixels (8-bit maps, tied-score AUC):", ""]
+        lines += ["| method | " + " | ".join(k.upper() for k in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+        for arm, row in summary["protocols"][protocol]["arms"].items():
+            lines.append(f"| {arm} (ours, mean over seeds) | " + " | ".join(f"{row['mean'][k]:.4f}" for k in METRICS) + " |")
+        for name, result in peers[protocol].items():
+            lines.append(f"| {name} ({compare[name]}) | " + " | ".join(f"{result['pooled'][k]:.4f}" for k in METRICS) + " |")
+        lines.append("")
+    return peers, lines
+
+
+def map_figures(seeds: dict[str, list[Path]], reader, protocols: list[str], image: str | None, out: Path, plt) -> list[str]:
+    """The panels of one test image and the ROC/PR curves, from each arm's first seed that kept its maps."""
+    available = {}
+    for arm, folders in seeds.items():
+        kept = [s / "predictions" for s in folders if (s / "predictions").is_dir()]
+        if kept:
+            available[arm] = kept[0]
+    if not available:
+        return ["No prediction panels: the run folders hold no predictions/ (results/ keeps only metrics)."]
+    reader.require()
+    image_id = image or reader.ids("test")[0]
+    found = {arm: d / f"{image_id}.png" for arm, d in available.items() if (d / f"{image_id}.png").is_file()}
+    lines = [f"![panels]({plot_panels(reader, image_id, found, out, plt).name})"]
+    for protocol in protocols:
+        histograms = {arm: pixel_histograms(reader, d, protocol) for arm, d in available.items()}
+        lines.append(f"![ROC and PR, {protocol}]({plot_roc_pr(histograms, protocol, out, plt).name})")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,8 +79,8 @@ def compare(arm_runs: list[dict], reference_runs: list[dict], protocol: str, met
 
 def second_observer(experiment: Experiment, protocol: str, data_root: str | None = None) -> dict | None:
     """The second human observer scored as a prediction, where the user's copy has its annotations."""
-    from retinalight.cli import resolve_data_root
     from retinalight.data.datasets import get_dataset
+    from retinalight.data.io import resolve_data_root
     from retinalight.errors import RetinalightError
 
     data = next(iter(experiment.arms.values()))["sections"]["data"]
@@ -103,8 +103,8 @@ def seed_ensembles(
 ) -> dict:
     """{arm: the per-image mean of its seeds' saved maps, scored (pooled metrics and topology means)} for every
     arm with two seeds or more whose run folders all keep predictions/ (committed results/ folders do not)."""
-    from retinalight.cli import resolve_data_root
     from retinalight.data.datasets import get_dataset
+    from retinalight.data.io import resolve_data_root
     from retinalight.errors import RetinalightError
     from retinalight.metrics.folder import evaluate_ensemble
     from retinalight.rundirs import config_dir
@@ -334,74 +334,91 @@ def format_markdown(summary: dict) -> str:
         ]
     if paper.get("source"):
         lines += [f"Paper numbers: {paper['source']}, protocol `{paper.get('protocol', 'image')}`.", ""]
-    header = (
-        "| arm | seeds | " + " | ".join(LABELS.values()) + f" | F1 per image, 95% CI | vs {reference}: mean per-image difference [95% CI] |"
-    )
     for protocol, block in summary["protocols"].items():
-        lines += [
-            f"## Protocol `{protocol}`: {PROTOCOLS[protocol]}",
-            "",
-            "Pooled over all test pixels; mean +- std over seeds (std shown from two seeds on). Intervals: hierarchical "
-            "bootstrap over seeds, then images.",
-            "",
-            header,
-            "|" + "---|" * (len(LABELS) + 4),
-        ]
-        for arm, row in block["arms"].items():
-            spread = len(row["seeds"]) > 1  # a std over one seed would read as "no spread"
-            cells = " | ".join(f"{row['mean'][k]:.4f}" + (f" +- {row['std'][k]:.4f}" if spread else "") for k in METRICS)
-            lo, hi = row["per_image_f1_ci95"]
-            lines.append(f"| {arm} | {len(row['seeds'])} | {cells} | [{lo:.4f}, {hi:.4f}] | {_versus(row['vs_reference'])} |")
-            if row["paper"] and protocol == paper.get("protocol", "image"):
-                verdict = (summary.get("paper_protocols") or {}).get(arm)
-                lines.append(
-                    f"| {arm} (paper) | | "
-                    + " | ".join(f"{row['paper'][k]:.4f}" if k in row["paper"] else "-" for k in METRICS)
-                    + f" | | {f'published scores consistent with: {verdict}' if verdict else ''} |"
-                )
-        for arm, row in (block.get("tta") or {}).items():
-            spread = len(row["seeds"]) > 1
-            cells = " | ".join(f"{row['mean'][k]:.4f}" + (f" +- {row['std'][k]:.4f}" if spread else "") for k in METRICS)
-            lo, hi = row["per_image_f1_ci95"]
-            versus = _versus(row["vs_plain"]).replace("F1", f"vs {arm} without TTA: F1", 1) if row["vs_plain"] else "-"
-            lines.append(f"| {arm} (TTA {row['tta']}) | {len(row['seeds'])} | {cells} | [{lo:.4f}, {hi:.4f}] | {versus} |")
-        for arm, ensemble in (block.get("ensembles") or {}).items():
-            cells = " | ".join(f"{ensemble['pooled'][k]:.4f}" for k in METRICS)
-            lines.append(f"| {arm} (ensemble of {ensemble['seeds']}) | {ensemble['seeds']} | {cells} | | mean of the seeds' maps, scored |")
-        if block.get("second_observer"):
-            so = block["second_observer"]
-            lines.append("| 2nd human observer | | " + " | ".join(f"{so[k]:.4f}" for k in METRICS) + " | | |")
-        lines.append("")
-        if block.get("claims"):
-            lines += [
-                f"Claims (`paper.claims`), protocol `{protocol}`: mean per-image difference [95% CI]; the verdict reads the AUC interval.",
-                "",
-                "| claim | seeds | AUC | F1 | verdict |",
-                "|---|---|---|---|---|",
-            ]
-            for claim in block["claims"]:
-                test = claim["test"]
-                cells = [_difference(test[m]) for m in ("auc", "f1")] if test else ["-", "-"]
-                seeds = " vs ".join(map(str, test["seeds"])) if test else "-"
-                lines.append(f"| {claim['claim']} | {seeds} | {cells[0]} | {cells[1]} | {claim['verdict']} |")
-            lines.append("")
+        lines += _scores_table(summary, protocol, block)
+        lines += _claims_table(block.get("claims"), protocol)
         lines += _group_table(block.get("groups"), protocol)
         lines += _topology_table(block.get("topology") or {}, protocol, reference, block.get("ensembles") or {}, block.get("tta") or {})
     lines += _cross_dataset_table(summary.get("cross_dataset"))
-    arms = next(iter(summary["protocols"].values()), {}).get("arms", {})
-    if arms:
-        lines += [
-            "| arm | config | training seconds per seed | commit (per seed when they differ) | device (likewise) |",
-            "|---|---|---|---|---|",
-        ]
-        for arm, row in arms.items():
-            seconds = ", ".join(f"{t:.0f}" for t in row["train_seconds"] if t is not None)
-            commits = row.get("commits") or [row["provenance"]["commit"]]
-            devices = row.get("devices") or [row["provenance"]["device"]]
-            lines.append(f"| {arm} | {row['config_hash']} | {seconds} | {_per_seed(commits)} | {_per_seed(devices)} |")
-        commands = dict.fromkeys(c for row in arms.values() for c in row.get("commands") or [row["provenance"]["command"]])
-        lines += ["", "Commands that trained these runs: " + "; ".join(f"`{c}`" for c in commands), ""]
+    lines += _provenance_table(next(iter(summary["protocols"].values()), {}).get("arms", {}))
     return "\n".join(lines)
+
+
+def _mean_cells(row: dict) -> str:
+    spread = len(row["seeds"]) > 1  # a std over one seed would read as "no spread"
+    return " | ".join(f"{row['mean'][k]:.4f}" + (f" +- {row['std'][k]:.4f}" if spread else "") for k in METRICS)
+
+
+def _scores_table(summary: dict, protocol: str, block: dict) -> list[str]:
+    """One protocol's table: each arm, the paper's row where it reports this protocol, TTA, ensembles and the
+    second observer."""
+    paper = summary.get("paper") or {}
+    reference = paper.get("reference_arm", "unet")
+    lines = [
+        f"## Protocol `{protocol}`: {PROTOCOLS[protocol]}",
+        "",
+        "Pooled over all test pixels; mean +- std over seeds (std shown from two seeds on). Intervals: hierarchical "
+        "bootstrap over seeds, then images.",
+        "",
+        "| arm | seeds | "
+        + " | ".join(LABELS.values())
+        + f" | F1 per image, 95% CI | vs {reference}: mean per-image difference [95% CI] |",
+        "|" + "---|" * (len(LABELS) + 4),
+    ]
+    for arm, row in block["arms"].items():
+        lo, hi = row["per_image_f1_ci95"]
+        lines.append(f"| {arm} | {len(row['seeds'])} | {_mean_cells(row)} | [{lo:.4f}, {hi:.4f}] | {_versus(row['vs_reference'])} |")
+        if row["paper"] and protocol == paper.get("protocol", "image"):
+            verdict = (summary.get("paper_protocols") or {}).get(arm)
+            lines.append(
+                f"| {arm} (paper) | | "
+                + " | ".join(f"{row['paper'][k]:.4f}" if k in row["paper"] else "-" for k in METRICS)
+                + f" | | {f'published scores consistent with: {verdict}' if verdict else ''} |"
+            )
+    for arm, row in (block.get("tta") or {}).items():
+        lo, hi = row["per_image_f1_ci95"]
+        versus = _versus(row["vs_plain"]).replace("F1", f"vs {arm} without TTA: F1", 1) if row["vs_plain"] else "-"
+        lines.append(f"| {arm} (TTA {row['tta']}) | {len(row['seeds'])} | {_mean_cells(row)} | [{lo:.4f}, {hi:.4f}] | {versus} |")
+    for arm, ensemble in (block.get("ensembles") or {}).items():
+        cells = " | ".join(f"{ensemble['pooled'][k]:.4f}" for k in METRICS)
+        lines.append(f"| {arm} (ensemble of {ensemble['seeds']}) | {ensemble['seeds']} | {cells} | | mean of the seeds' maps, scored |")
+    if block.get("second_observer"):
+        so = block["second_observer"]
+        lines.append("| 2nd human observer | | " + " | ".join(f"{so[k]:.4f}" for k in METRICS) + " | | |")
+    return [*lines, ""]
+
+
+def _claims_table(claims: list | None, protocol: str) -> list[str]:
+    if not claims:
+        return []
+    lines = [
+        f"Claims (`paper.claims`), protocol `{protocol}`: mean per-image difference [95% CI]; the verdict reads the AUC interval.",
+        "",
+        "| claim | seeds | AUC | F1 | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for claim in claims:
+        test = claim["test"]
+        cells = [_difference(test[m]) for m in ("auc", "f1")] if test else ["-", "-"]
+        seeds = " vs ".join(map(str, test["seeds"])) if test else "-"
+        lines.append(f"| {claim['claim']} | {seeds} | {cells[0]} | {cells[1]} | {claim['verdict']} |")
+    return [*lines, ""]
+
+
+def _provenance_table(arms: dict) -> list[str]:
+    if not arms:
+        return []
+    lines = [
+        "| arm | config | training seconds per seed | commit (per seed when they differ) | device (likewise) |",
+        "|---|---|---|---|---|",
+    ]
+    for arm, row in arms.items():
+        seconds = ", ".join(f"{t:.0f}" for t in row["train_seconds"] if t is not None)
+        commits = row.get("commits") or [row["provenance"]["commit"]]
+        devices = row.get("devices") or [row["provenance"]["device"]]
+        lines.append(f"| {arm} | {row['config_hash']} | {seconds} | {_per_seed(commits)} | {_per_seed(devices)} |")
+    commands = dict.fromkeys(c for row in arms.values() for c in row.get("commands") or [row["provenance"]["command"]])
+    return [*lines, "", "Commands that trained these runs: " + "; ".join(f"`{c}`" for c in commands), ""]
 
 
 def _topology_table(rows: dict, protocol: str, reference: str, ensembles: dict, tta: dict) -> list[str]:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from retinalight.cli import add_data_root, resolve_data_root, run_main
+from retinalight.cli import add_data_root, run_main
 from retinalight.data.datasets import DATASETS, dataset_names
+from retinalight.data.io import resolve_data_root
 
 
 def main(argv: list[str] | None = None) -> int:

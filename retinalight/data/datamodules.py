@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from retinalight.cli import resolve_data_root
 from retinalight.config import CROP_SAMPLING, DataConfig, build_section
 from retinalight.data.datasets import DATASETS, RetinaDataset, Sample, get_dataset
 from retinalight.data.fov import fov_diameter
 from retinalight.data.geometry import Region, pad, padded_size, resize_sample_arrays
+from retinalight.data.io import resolve_data_root
 from retinalight.data.tensors import channel_stats, to_tensors
 from retinalight.data.transforms import build_augmentation, crop_window
-from retinalight.errors import ConfigError
+from retinalight.errors import ConfigError, close_matches
 from retinalight.hardware import resolve_num_workers, speed_class
 from retinalight.preprocess import build_preprocess
 
@@ -198,7 +198,7 @@ class RetinaDataModule(L.LightningDataModule):
     """Shared data logic; the per-dataset subclasses (`DATAMODULES`) name the dataset.
 
     Args:
-        data_root: folder holding the dataset folders (see `retinalight.cli.resolve_data_root`).
+        data_root: folder holding the dataset folders (see `retinalight.data.io.resolve_data_root`).
         config: the `data` section (`retinalight.config.DataConfig`: every setting, its default and its
             domain); its `dataset` must be this module's.
         seed: the run's seed: sample k of the run depends only on (seed, k).
@@ -320,5 +320,19 @@ def datamodule_class(reader: type[RetinaDataset]) -> type[RetinaDataModule]:
     return type(f"{reader.__name__}DataModule", (RetinaDataModule,), {"dataset_name": reader.name, "__doc__": doc, "__module__": __name__})
 
 
-DATAMODULES = {name: datamodule_class(reader) for name, reader in DATASETS.items()}
-globals().update({cls.__name__: cls for cls in DATAMODULES.values()})  # DriveDataModule, ChaseDB1DataModule, ...
+DATAMODULES = {name: datamodule_class(reader) for name, reader in DATASETS.items()}  # a new reader file adds its own
+
+# The per-dataset names users import, written out so grep and an IDE find them (a test keeps this list whole).
+DriveDataModule = DATAMODULES["drive"]
+ChaseDB1DataModule = DATAMODULES["chase_db1"]
+StareDataModule = DATAMODULES["stare"]
+HRFDataModule = DATAMODULES["hrf"]
+FivesDataModule = DATAMODULES["fives"]
+SyntheticVesselsDataModule = DATAMODULES["synthetic"]
+
+
+def for_dataset(name: str) -> type[RetinaDataModule]:
+    """The LightningDataModule of a registered dataset, by its registry name (`for_dataset("drive")`)."""
+    if name not in DATAMODULES:
+        raise ConfigError(f"data.dataset={name!r}: choose from {', '.join(DATAMODULES)}{close_matches(name, DATAMODULES)}")
+    return DATAMODULES[name]

@@ -11,6 +11,25 @@ from PIL import Image
 
 from retinalight.errors import DataFileError
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp"}
+
+
+def resolve_data_root(value: str | os.PathLike | None = None) -> Path:
+    """The folder holding the dataset folders: --data-root, else $RETINALIGHT_DATA, else ./data."""
+    return Path(value or os.environ.get("RETINALIGHT_DATA") or "data").expanduser()
+
+
+def list_images(source: Path) -> list[Path]:
+    """A photo, or the photos of a folder (by suffix, sorted); a missing or empty source is one line."""
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        images = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if images:
+            return images
+        raise DataFileError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    raise DataFileError(f"{source}: no such file or folder")
+
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """An RGB image as HxWx3 uint8 (cached; treat as read-only)."""

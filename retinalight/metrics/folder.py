@@ -71,11 +71,6 @@ def find_predictions(pred_dir: str | Path, ids: list[str], pattern: str | None =
     return {i: found[i] for i in ids}  # in the split's order
 
 
-def load_predictions(pred_dir: str | Path, reader: RetinaDataset, split: str, pattern: str | None = None) -> list[Prediction]:
-    """Read each prediction (8-bit probability x 255, 16-bit, or floating point: `read_probability`) and pair it with its ground truth."""
-    return read_predictions(find_predictions(pred_dir, reader.ids(split), pattern), reader)
-
-
 def read_predictions(files: dict[str, Path], reader: RetinaDataset) -> list[Prediction]:
     """The predictions `find_predictions` matched ({id: file}), each checked against its image's size."""
     predictions = []

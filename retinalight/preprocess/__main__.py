@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from retinalight.cli import add_data_root, resolve_data_root, run_main
+from retinalight.cli import add_data_root, run_main
+from retinalight.data.io import resolve_data_root
 
 
 def bench(data_root: Path) -> dict:
@@ -67,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give a method, --input and --out (or --bench)")
     from tqdm.auto import tqdm
 
-    from retinalight.data.io import read_rgb, write_rgb
-    from retinalight.predict import list_images
+    from retinalight.data.io import list_images, read_rgb, write_rgb
 
     spec = (
         {"name": "ace", "alpha": args.alpha}

@@ -17,9 +17,9 @@ import lightning as L
 import torch
 import yaml
 
-from retinalight.cli import LOGGERS, resolve_data_root
-from retinalight.data.datamodules import DATAMODULES
-from retinalight.data.io import write_grey
+from retinalight.config import LOGGERS
+from retinalight.data.datamodules import for_dataset
+from retinalight.data.io import resolve_data_root, write_grey
 from retinalight.errors import ConfigError, RetinalightError
 from retinalight.experiments import Experiment, RunConfig
 from retinalight.hardware import denormals_flushed, resolve_cudnn_benchmark, speed_class
@@ -51,9 +51,7 @@ UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT
 
 def make_datamodule(config: RunConfig, data_root: str | None = None):
     data = config.data
-    if data.dataset not in DATAMODULES:
-        raise ConfigError(f"data.dataset={data.dataset!r}: choose from {', '.join(DATAMODULES)}")
-    datamodule = DATAMODULES[data.dataset](resolve_data_root(data_root or data.data_root), config=data, seed=config.seed)
+    datamodule = for_dataset(data.dataset)(resolve_data_root(data_root or data.data_root), config=data, seed=config.seed)
     datamodule.reader.require_files()  # before the Trainer exists: a missing or corrupt file is one line, nothing trained
     return datamodule
 
