@@ -48,39 +48,6 @@ VARIANTS = {  # name -> (channels_last, bf16 autocast)
 }
 
 
-class PlainUNet(nn.Module):
-    """The reference: SA-UNet's shape (16-32-64-128, three poolings, 3x3 transposed convs) written plainly,
-    conv-BN-ReLU twice per level, no DropBlock, no attention, no registry."""
-
-    def __init__(self, widths=(16, 32, 64, 128)):
-        super().__init__()
-
-        def double(c_in, c_out):
-            return nn.Sequential(
-                nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-            )  # fmt: skip
-
-        self.down = nn.ModuleList([double(3, widths[0])] + [double(a, b) for a, b in zip(widths[:-2], widths[1:-1])])
-        self.bottom = double(widths[-2], widths[-1])
-        self.up = nn.ModuleList(
-            nn.ConvTranspose2d(b, a, 3, stride=2, padding=1, output_padding=1) for a, b in zip(widths[-2::-1], widths[:0:-1])
-        )
-        self.decode = nn.ModuleList(double(2 * a, a) for a in widths[-2::-1])
-        self.head = nn.Conv2d(widths[0], 1, 1)
-
-    def forward(self, x, fov=None):
-        skips = []
-        for block in self.down:
-            x = block(x)
-            skips.append(x)
-            x = nn.functional.max_pool2d(x, 2)
-        x = self.bottom(x)
-        for up, block in zip(self.up, self.decode):
-            x = block(torch.cat([skips.pop(), up(x)], dim=1))
-        return self.head(x)
-
-
 def bench_model(model: nn.Module, sizes: list[int], repeats: int, compile_: bool, variants: dict = VARIANTS) -> dict:
     """Training step (batch 8, 128x128) and inference latency per size, for each variant."""
     out = {"parameters": sum(p.numel() for p in model.parameters())}
@@ -406,7 +373,7 @@ def cpu_bench(args: argparse.Namespace) -> dict:
         print(f"{name} ...", flush=True)
         report["models"][name] = bench_model(create_model(name), sizes, repeats, args.compile, variants)
     print("reference plain U-Net ...", flush=True)
-    report["models"]["plain_unet_reference"] = bench_model(PlainUNet(), sizes, repeats, False, variants)
+    report["models"]["plain_unet_reference"] = bench_model(create_model("plain_unet"), sizes, repeats, False, variants)
     if "sa_unet" in report["models"]:
         ours, ref = report["models"]["sa_unet"], report["models"]["plain_unet_reference"]
         report["sa_unet_over_reference"] = {

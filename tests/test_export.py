@@ -95,11 +95,10 @@ def test_bf16_inference_keeps_the_auc(drive_ckpt, data_root):
 
 
 def test_plain_reference_has_sa_unet_shape():
-    from retinalight.bench import PlainUNet
     from retinalight.models import create_model
     from retinalight.timing import forward_flops
 
-    reference, ours = PlainUNet(), create_model("sa_unet")
+    reference, ours = create_model("plain_unet"), create_model("sa_unet")
     assert reference(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
     # same convolutions: FLOPs agree within the attention conv and BatchNorm bookkeeping
     assert abs(forward_flops(reference, (1, 3, 64, 64)) / forward_flops(ours, (1, 3, 64, 64)) - 1) < 0.02

@@ -4,7 +4,7 @@ Every network returns one channel of logits and has the signature `forward(image
 that need no FOV mask ignore it, so training code has one call for all.
 """
 
-from retinalight.models import discriminator, r2unet, smp, unet  # noqa: F401  (registration)
+from retinalight.models import discriminator, r2unet, reference, smp, unet  # noqa: F401  (registration)
 from retinalight.models.registry import create_model, list_models, model_arguments, model_revision, register_model
 from retinalight.models.smp import LISTED as _SMP_LISTED
 
