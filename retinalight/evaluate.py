@@ -162,6 +162,7 @@ def write_out(args: argparse.Namespace, result: dict) -> None:
     else:
         source = {"pred_dir": str(args.pred_dir)} if args.pred_dir else {"checkpoint": str(args.ckpt), "tta": args.tta}
     source |= {"model": args.model} if args.model else {}
+    source |= {k: result[k] for k in ("scale", "fov_diameter") if k in result}  # a scale-normalised score says so
     protocol = {k: result[k] for k in ("protocol", "threshold", "pooled", "per_image", "mean", "std", "topology")}
     write_json(
         args.out / "metrics.json",

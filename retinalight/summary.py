@@ -221,17 +221,19 @@ def cross_dataset(experiment: Experiment, runs: dict[str, list[dict]], runs_root
 def group_rows(experiment: Experiment, runs: dict[str, list[dict]], protocol: str) -> dict | None:
     """{arm: {group: images, mean per-image F1 and AUC over seeds}} for a dataset whose images have diagnosis
     groups (`RetinaDataset.group`: HRF, FIVES); None otherwise."""
-    from retinalight.data.datasets import DATASETS
+    from retinalight.data.datasets import DATASETS, RetinaDataset
 
     dataset = DATASETS[experiment.run_config(next(iter(experiment.arms)), 0).data.dataset]
+    if dataset.group is RetinaDataset.group:  # a dataset without groups
+        return None
     rows = {}
     for arm, all_runs in runs.items():
         arm_runs = [r for r in all_runs if protocol in r["protocols"]]
+        if not arm_runs:
+            continue
         ids, f1 = per_image(arm_runs, protocol, "f1")
         _, auc = per_image(arm_runs, protocol, "auc")
         groups = [dataset.group(i) for i in ids]
-        if not arm_runs or None in groups:
-            return None
         rows[arm] = {
             g: {"images": groups.count(g), **{k: float(v[:, [x == g for x in groups]].mean()) for k, v in (("f1", f1), ("auc", auc))}}
             for g in sorted(set(groups))

@@ -264,9 +264,11 @@ class RetinaDataModule(L.LightningDataModule):
         self.val_samples = self.load(self.reader.ids("test") if self.config.val_mode == "test" else val_ids)
 
     def load(self, ids: list[str], resized: bool = True) -> list[Sample]:
-        """Samples as the network sees them: preprocessed, then resized when `resize` or `fov_diameter` is set
-        (and `resized`)."""
-        samples = [self.reader.load(i) for i in ids]
+        return self.prepared([self.reader.load(i) for i in ids], resized)
+
+    def prepared(self, samples: list[Sample], resized: bool = True) -> list[Sample]:
+        """Samples as the network sees them (this dataset's or another's, for cross-dataset tests): preprocessed,
+        then resized when `resize` or `fov_diameter` is set (and `resized`)."""
         if self.preprocess is not None:
             samples = [dataclasses.replace(s, image=self.preprocess(s.image)) for s in samples]
         if self.config.resize and resized:

@@ -67,6 +67,12 @@ def open_member(handle) -> IO[bytes]:
     return archive.open(member) if isinstance(archive, zipfile.ZipFile) else archive.extractfile(member)
 
 
+def nothing_known(source: Path) -> DataFileError:
+    """The error for an archive or folder holding no file of any registered dataset."""
+    titles = ", ".join(c.title for c in DATASETS.values() if not c.generated)
+    return DataFileError(f"{source}: no files of {titles} in it (an unknown layout)")
+
+
 def import_folder(folder: Path, root: Path) -> list[Path]:
     """Copy an extracted archive's files (found by their published names, as archive members) into `root`."""
     written = []
@@ -77,9 +83,7 @@ def import_folder(folder: Path, root: Path) -> list[Path]:
             shutil.copyfile(path, root / target)
             written.append(root / target)
     if not written:
-        raise DataFileError(
-            f"{folder}: no files of {', '.join(c.title for c in DATASETS.values() if not c.generated)} in it (an unknown layout)"
-        )
+        raise nothing_known(folder)
     return written
 
 
@@ -116,7 +120,7 @@ def import_archive(archive: str | Path, root: str | Path) -> list[Path]:
                 raise DataFileError(f"{archive}: member {name!r} is corrupt ({err})") from None
             written.append(path)
     if not written:
-        raise DataFileError(f"{archive}: no files of {', '.join(c.title for c in DATASETS.values() if not c.generated)} in it")
+        raise nothing_known(archive)
     return written
 
 

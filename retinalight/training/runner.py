@@ -5,7 +5,6 @@ Only rank 0 writes outside Lightning; folder names are deterministic, so all DDP
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -337,9 +336,7 @@ def test_again(model, datamodule, config: RunConfig, folder: Path, plain: dict, 
         samples = datamodule.test_samples()
     else:
         reader = get_dataset(dataset, resolve_data_root(data_root or config.data.data_root))
-        samples = [
-            dataclasses.replace(s, image=datamodule.preprocess(s.image)) if datamodule.preprocess else s for s in reader.load_split("test")
-        ]
+        samples = datamodule.prepared(reader.load_split("test"), resized=False)
         if config.evaluation.scale == "fov":
             fov_diameter = datamodule.fov_reference["diameter"]
         facts |= {"dataset": dataset, "scale": config.evaluation.scale, "fov_reference": datamodule.fov_reference}
@@ -350,23 +347,17 @@ def test_again(model, datamodule, config: RunConfig, folder: Path, plain: dict, 
     return summary
 
 
-def retest(config: RunConfig, folder: Path, tests: list[tuple], logger: str, data_root: str | None, echo) -> None:
-    """Further tests of a complete run, from its tested checkpoint, without retraining (rank 0)."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    if rank_zero_only.rank != 0:
-        return
+def retest(config: RunConfig, folder: Path, plain: dict, tests: list[tuple], loggers: list, data_root: str | None, echo) -> None:
+    """Further tests of a complete run (`plain`: its metrics.json), from its tested checkpoint, without
+    retraining; each logged to `loggers`."""
     with run_lock(folder):
         datamodule = make_datamodule(config, data_root)
         names = ", ".join(name for name, _, _ in tests)
         module = tested_module(config, datamodule, folder, f"so the complete run cannot be tested again ({names})")
         model = module.model.to(tested_device(config), memory_format=torch.contiguous_format)
-        plain = json.loads((folder / "metrics.json").read_text())
-        loggers = make_loggers(config, folder, logger)[1:] if logger == "wandb" else []
         for test in tests:
             echo(f"{config.arm} seed {config.seed}: testing again as {test[0]} (the plain test is kept)")
             log_test_metrics(loggers, test_again(model, datamodule, config, folder, plain, test, data_root), f"{test[0]}/")
-        finish_loggers(loggers)
 
 
 def pending_tests(config: RunConfig, folder: Path, data_root: str | None, echo) -> list[tuple]:
@@ -380,6 +371,25 @@ def pending_tests(config: RunConfig, folder: Path, data_root: str | None, echo) 
     return tests
 
 
+def reuse(config: RunConfig, folder: Path, logger: str, data_root: str | None, echo) -> str | None:
+    """A complete run (rank 0): its scores to W&B when a sweep asks (one W&B run, its further tests included),
+    and the further tests it lacks; a failure is one line returned, the other runs go on."""
+    plain = json.loads((folder / "metrics.json").read_text())
+    loggers = make_loggers(config, folder, "wandb")[1:] if logger == "wandb" else []
+    log_test_metrics(loggers, plain)
+    tests = [t for t in pending_tests(config, folder, data_root, echo) if not is_complete(folder, t[0])]
+    try:
+        if tests:
+            retest(config, folder, plain, tests, loggers, data_root, echo)
+    except RetinalightError as err:  # e.g. no checkpoint (committed results keep none)
+        what = f"{config.arm} seed {config.seed} ({', '.join(t[0] for t in tests)})"
+        echo(f"FAILED {what}: {err}")
+        return f"{what}: {err}"
+    finally:
+        finish_loggers(loggers)
+    return None
+
+
 def run_or_reuse(config: RunConfig, folder: Path, resume: bool, overwrite: bool, logger: str, data_root: str | None, echo) -> str | None:
     """Reuse the run if complete, else fit it; a crash is one line returned (traceback in its error.log)."""
     from lightning.pytorch.utilities import rank_zero_only
@@ -390,18 +400,8 @@ def run_or_reuse(config: RunConfig, folder: Path, resume: bool, overwrite: bool,
     check_identity(folder, config)
     if is_complete(folder):
         echo(f"{what}: complete (same config), reusing {folder}")
-        if logger == "wandb" and rank_zero_only.rank == 0:  # a sweep run that reuses a result still reports it
-            loggers = make_loggers(config, folder, "wandb")[1:]
-            log_test_metrics(loggers, json.loads((folder / "metrics.json").read_text()))
-            finish_loggers(loggers)
-        tests = [t for t in pending_tests(config, folder, data_root, echo) if not is_complete(folder, t[0])]
-        if not tests:
-            return None
-        try:
-            retest(config, folder, tests, logger, data_root, echo)
-        except RetinalightError as err:  # e.g. no checkpoint (committed results keep none): the other runs go on
-            echo(f"FAILED {what} ({', '.join(t[0] for t in tests)}): {err}")
-            return f"{what} ({', '.join(t[0] for t in tests)}): {err}"
+        if rank_zero_only.rank == 0:
+            return reuse(config, folder, logger, data_root, echo)
         return None
     try:
         result = fit_run(config, folder, resume=resume, logger=logger, data_root=data_root)
